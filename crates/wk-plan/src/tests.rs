@@ -1,0 +1,386 @@
+//! Plan tests against fixture files: `tests/fixtures/plan/<case>/in/` holds the inventory
+//! (`cluster.yml`, or the repository's `examples/cluster.yml` when absent), `add` (the nodes to
+//! add) and optionally `extra_env`; `out/<host>/` holds every file the plan writes or merges.
+//! `WKCTL_BLESS=1` rewrites `out/` from what the code produces (review the diff before committing).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::plan::{Action, PlanRequest};
+use crate::{build, Inventory, Sources};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// What a plan writes, by `<host>/<file>`.
+fn outputs(case: &str) -> (BTreeMap<String, String>, crate::Plan) {
+    let dir = repo().join("tests/fixtures/plan").join(case).join("in");
+    let inv_path = if dir.join("cluster.yml").exists() {
+        dir.join("cluster.yml")
+    } else {
+        repo().join("examples/cluster.yml")
+    };
+    let text = read(&inv_path);
+    let inv = Inventory::parse("cluster.yml", &text).unwrap_or_else(|d| panic!("{d}"));
+    let add: Vec<String> = read(&dir.join("add"))
+        .trim()
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    let extra_env = match std::fs::read_to_string(dir.join("extra_env")) {
+        Ok(t) => t.lines().map(str::to_string).collect(),
+        Err(_) => Vec::new(),
+    };
+    let req = PlanRequest {
+        add,
+        extra_env,
+        ..PlanRequest::default()
+    };
+    let plan = build(&inv, &text, &Sources::embedded(), &req).unwrap_or_else(|e| panic!("{e}"));
+    let mut files = BTreeMap::new();
+    let base = |p: &str| p.rsplit('/').next().unwrap().to_string();
+    for s in &plan.steps {
+        let (name, content) = match &s.action {
+            Action::Template { dest, content, .. } => (base(dest), content.clone()),
+            Action::ComposeService {
+                service, content, ..
+            } => (format!("compose-service-{service}.yml"), content.clone()),
+            Action::PrometheusJob { content, .. } => {
+                ("prometheus-jobs.yml".to_string(), content.clone())
+            }
+            Action::ComposeEnv { file, env, .. } => (
+                format!("compose-env-{}.txt", base(file)),
+                env.iter().map(|(k, v)| format!("{k}={v}\n")).collect(),
+            ),
+            _ => continue,
+        };
+        let key = format!("{}/{}", s.host, name);
+        assert!(
+            files.insert(key.clone(), content).is_none(),
+            "two steps write {key}"
+        );
+    }
+    (files, plan)
+}
+
+fn check_case(case: &str) {
+    let (files, _) = outputs(case);
+    let out = repo().join("tests/fixtures/plan").join(case).join("out");
+    if std::env::var_os("WKCTL_BLESS").is_some() {
+        let _ = std::fs::remove_dir_all(&out);
+        for (k, v) in &files {
+            let p = out.join(k);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, v).unwrap();
+        }
+    }
+    let mut expected = BTreeMap::new();
+    for host in std::fs::read_dir(&out).unwrap_or_else(|e| panic!("{}: {e}", out.display())) {
+        let host = host.unwrap().path();
+        for f in std::fs::read_dir(&host).unwrap() {
+            let f = f.unwrap().path();
+            let key = format!(
+                "{}/{}",
+                host.file_name().unwrap().to_str().unwrap(),
+                f.file_name().unwrap().to_str().unwrap()
+            );
+            expected.insert(key, read(&f));
+        }
+    }
+    let got: Vec<&String> = files.keys().collect();
+    let want: Vec<&String> = expected.keys().collect();
+    assert_eq!(
+        got, want,
+        "{case}: the plan writes other files than out/ holds"
+    );
+    for (k, v) in &files {
+        assert_eq!(
+            v, &expected[k],
+            "{case}: {k} differs from tests/fixtures/plan/{case}/out/{k}"
+        );
+    }
+}
+
+#[test]
+fn fixture_seed_node2() {
+    check_case("seed-node2");
+}
+
+#[test]
+fn fixture_three_nodes() {
+    check_case("three-nodes");
+}
+
+#[test]
+fn fixture_custom_ports_ipv6() {
+    check_case("custom-ports-ipv6");
+}
+
+/// The seed document's node2 file, value for value: every `WK_*` variable it sets.
+#[test]
+fn node2_compose_carries_every_seed_variable() {
+    #[derive(serde::Deserialize)]
+    struct Compose {
+        services: BTreeMap<String, Service>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Service {
+        environment: Vec<String>,
+        ports: Vec<String>,
+        volumes: Vec<String>,
+        image: String,
+    }
+    let (files, _) = outputs("seed-node2");
+    let compose: Compose = serde_saphyr::from_str(&files["node2/docker-compose.yml"]).unwrap();
+    let svc = &compose.services["wukongim"];
+    let got: BTreeMap<&str, &str> = svc
+        .environment
+        .iter()
+        .map(|e| e.split_once('=').unwrap())
+        .collect();
+    // The seed's node2 file, as the docs give it (tests/fixtures/seed/node2-env.txt).
+    let seed = read(&repo().join("tests/fixtures/seed/node2-env.txt"));
+    let want: BTreeMap<&str, &str> = seed
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| l.split_once('=').unwrap())
+        .collect();
+    assert_eq!(want.len(), 9, "the seed sets nine WK_* variables");
+    assert_eq!(got, want);
+    assert_eq!(
+        svc.image,
+        "registry.cn-shanghai.aliyuncs.com/wukongim/wukongim:v2"
+    );
+    assert_eq!(svc.volumes, ["./wukongim_data:/root/wukongim"]);
+    // The doc's ports, and 5172, which the doc forgot although nginx balances to it.
+    for p in [
+        "11110:11110",
+        "5001:5001",
+        "5100:5100",
+        "5200:5200",
+        "5300:5300",
+        "5172:5172",
+    ] {
+        assert!(
+            svc.ports.iter().any(|x| x == p),
+            "port {p} is not published"
+        );
+    }
+}
+
+#[test]
+fn nginx_conf_has_every_member_in_every_upstream() {
+    let (files, _) = outputs("three-nodes");
+    let conf = &files["n1/nginx.conf"];
+    for (upstream, port) in [
+        ("wukongimapi", 5001),
+        ("wukongimdemo", 5172),
+        ("wukongimanager", 5300),
+        ("wukongimws", 5200),
+        ("wukongimtcp", 5100),
+    ] {
+        let start = conf
+            .find(&format!("upstream {upstream} {{"))
+            .unwrap_or_else(|| panic!("no upstream {upstream}"));
+        let body = &conf[start..start + conf[start..].find('}').unwrap()];
+        let servers: Vec<&str> = body
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("server "))
+            .collect();
+        assert_eq!(
+            servers,
+            [
+                format!("10.20.0.1:{port};"),
+                format!("10.20.0.2:{port};"),
+                format!("10.20.0.3:{port};")
+            ],
+            "upstream {upstream}"
+        );
+    }
+    assert!(conf.contains("rewrite ^ /chatdemo?apiurl=http://lb.example.net:15001;"));
+}
+
+#[test]
+fn step_ids_are_stable_and_unique() {
+    let (_, a) = outputs("three-nodes");
+    let (_, b) = outputs("three-nodes");
+    assert_eq!(
+        a, b,
+        "the same inputs give the same plan, fingerprint included"
+    );
+    let ids: Vec<&str> = a.steps.iter().map(|s| s.id.as_str()).collect();
+    let unique: std::collections::BTreeSet<&str> = ids.iter().copied().collect();
+    assert_eq!(ids.len(), unique.len(), "{ids:?}");
+    // Joins are serial: n2 is up and joined before n3 starts.
+    let pos = |id: &str| {
+        ids.iter()
+            .position(|x| *x == id)
+            .unwrap_or_else(|| panic!("no step {id}"))
+    };
+    assert!(pos("joined@n2") < pos("node-up@n3"));
+    assert!(
+        pos("node-compose@n3") < pos("node-up@n2"),
+        "preparation of every node comes before the joins"
+    );
+    assert_eq!(ids[0], "preflight@n1");
+}
+
+#[test]
+fn fingerprint_follows_the_inputs() {
+    let text = read(&repo().join("examples/cluster.yml"));
+    let inv = Inventory::parse("cluster.yml", &text).unwrap();
+    let req = PlanRequest {
+        add: vec!["node2".into()],
+        ..PlanRequest::default()
+    };
+    let a = build(&inv, &text, &Sources::embedded(), &req).unwrap();
+    let mut sources = Sources::embedded();
+    sources
+        .templates
+        .get_mut("nginx.conf.tera")
+        .unwrap()
+        .push_str("# changed\n");
+    let b = build(&inv, &text, &sources, &req).unwrap();
+    assert_ne!(
+        a.fingerprint, b.fingerprint,
+        "a changed template changes the fingerprint"
+    );
+    let ids = |p: &crate::Plan| p.steps.iter().map(|s| s.id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&a), ids(&b), "ids do not depend on template text");
+}
+
+#[test]
+fn sudo_modes_shape_commands() {
+    let (_, plan) = outputs("three-nodes"); // sudo: password
+    let up = plan.steps.iter().find(|s| s.id == "node-up@n2").unwrap();
+    let cmd = up.action.commands()[0];
+    assert_eq!(cmd.run, "cd /opt/wukongim && sudo -S -p '' $COMPOSE up -d");
+    assert!(cmd.sudo);
+    let (_, plan) = outputs("custom-ports-ipv6"); // no sudo, docker-compose
+    let up = plan.steps.iter().find(|s| s.id == "member-up@a").unwrap();
+    assert_eq!(
+        up.action.commands()[0].run,
+        "cd ~/wukongim && docker-compose up -d $WK_SERVICE"
+    );
+}
+
+#[test]
+fn host_facts_replace_placeholders() {
+    let text = read(&repo().join("examples/cluster.yml"));
+    let inv = Inventory::parse("cluster.yml", &text).unwrap();
+    let mut req = PlanRequest {
+        add: vec!["node2".into()],
+        members: Some(vec!["node1".into()]),
+        ..PlanRequest::default()
+    };
+    req.facts.insert(
+        "node1".into(),
+        crate::plan::HostFacts {
+            compose: Some("docker compose".into()),
+            wukongim_service: Some("wukongim1".into()),
+        },
+    );
+    let plan = build(&inv, &text, &Sources::embedded(), &req).unwrap();
+    assert!(
+        plan.assumptions.is_empty(),
+        "membership was given: nothing assumed"
+    );
+    let up = plan
+        .steps
+        .iter()
+        .find(|s| s.id == "member-up@node1")
+        .unwrap();
+    assert_eq!(
+        up.action.commands()[0].run,
+        "cd ~/wukongim && sudo -n docker compose up -d wukongim1"
+    );
+}
+
+#[test]
+fn membership_from_the_cluster_decides_the_upstreams() {
+    // node3 is declared but the cluster says it is not deployed: nginx must not balance to it.
+    let text = read(&repo().join("tests/fixtures/plan/three-nodes/in/cluster.yml"));
+    let inv = Inventory::parse("cluster.yml", &text).unwrap();
+    let req = PlanRequest {
+        add: vec!["n2".into()],
+        members: Some(vec!["n1".into()]),
+        ..PlanRequest::default()
+    };
+    let plan = build(&inv, &text, &Sources::embedded(), &req).unwrap();
+    let after: Vec<&str> = plan.members_after.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(after, ["n1", "n2"]);
+    let conf = plan.steps.iter().find_map(|s| match &s.action {
+        Action::Template { dest, content, .. } if dest.ends_with("nginx.conf") => Some(content),
+        _ => None,
+    });
+    assert!(!conf.unwrap().contains("10.20.0.3"));
+    // Adding a node the cluster already has is refused.
+    let req = PlanRequest {
+        add: vec!["n2".into()],
+        members: Some(vec!["n1".into(), "n2".into()]),
+        ..PlanRequest::default()
+    };
+    let err = build(&inv, &text, &Sources::embedded(), &req)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("already a member"), "{err}");
+}
+
+#[test]
+fn a_broken_template_names_the_step_and_host() {
+    let text = read(&repo().join("examples/cluster.yml"));
+    let inv = Inventory::parse("cluster.yml", &text).unwrap();
+    let mut sources = Sources::embedded();
+    sources.templates.insert(
+        "nginx-service.yml.tera".into(),
+        "image: {{ gateway.no_such_field }}\n".into(),
+    );
+    let req = PlanRequest {
+        add: vec!["node2".into()],
+        ..PlanRequest::default()
+    };
+    let err = build(&inv, &text, &sources, &req).unwrap_err().to_string();
+    assert!(
+        err.starts_with(
+            "step `nginx-service@node1` on node1: cannot render template nginx-service.yml.tera"
+        ),
+        "{err}"
+    );
+    sources
+        .templates
+        .insert("nginx-service.yml.tera".into(), "- not a mapping\n".into());
+    let err = build(&inv, &text, &sources, &req).unwrap_err().to_string();
+    assert!(err.contains("must render one YAML mapping"), "{err}");
+}
+
+#[test]
+fn playbook_mistakes_are_reported() {
+    use crate::playbook::Playbook;
+    let bad = "name: x\nsteps:\n  - id: a\n    on: new\n  - id: a\n    on: gateway\n    mkdir: {path: /x}\n    lock: {path: /y}\n  - id: b\n    on: joining\n    preflight: {}\n";
+    let err = Playbook::parse("pb.yml", bad).unwrap_err().to_string();
+    assert!(err.contains("step `a`: it has no action"), "{err}");
+    assert!(err.contains("step `a`: the id is used twice"), "{err}");
+    assert!(err.contains("it has several actions: lock, mkdir"), "{err}");
+    assert!(
+        err.contains("step `b`: `on: joining` belongs in the join section"),
+        "{err}"
+    );
+    let err = Playbook::parse("pb.yml", "name: x\nsteps:\n  - id: a\n    on: nowhere\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("pb.yml:4:9:"), "{err}");
+}
+
+#[test]
+fn yaml_quote_escapes() {
+    assert_eq!(crate::sources::yaml_quote(r#"K=a"b\c"#), r#""K=a\"b\\c""#);
+    let parsed: Vec<String> =
+        serde_saphyr::from_str(&format!("- {}", crate::sources::yaml_quote("x=\"y\"\n\\z")))
+            .unwrap();
+    assert_eq!(parsed, ["x=\"y\"\n\\z"]);
+}

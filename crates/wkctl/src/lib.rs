@@ -1,0 +1,53 @@
+//! The `wkctl` command line: parsing, output and exit codes. The work itself lives in the
+//! library crates; this crate decides what the operator sees.
+
+mod cli;
+mod expand;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+pub use cli::Cli;
+
+/// Exit codes, as `wkctl --help` documents them.
+pub mod exit {
+    /// Everything asked for was done (or, for a dry run, shown).
+    pub const OK: u8 = 0;
+    /// A step failed on a host; the journal says where; `wkctl resume` or `wkctl rollback`.
+    pub const FAILED: u8 = 1;
+    /// The input is wrong (command line, inventory, playbook, templates); nothing was changed.
+    pub const BAD_INPUT: u8 = 2;
+}
+
+/// An error with the exit code it ends the process with.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn bad_input(message: impl Into<String>) -> Self {
+        Failure {
+            code: exit::BAD_INPUT,
+            message: message.into(),
+        }
+    }
+}
+
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    let mut out = std::io::stdout().lock();
+    let result = match &cli.command {
+        cli::Command::Expand(args) => expand::run(&cli, args, &mut out),
+    };
+    match result {
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(f) => {
+            eprintln!("error: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
