@@ -1,0 +1,54 @@
+//! `wk-lab up --hosts N` / `wk-lab down` / `wk-lab status`: the lab for tests and the demo.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::process::ExitCode;
+
+fn usage() -> ExitCode {
+    eprintln!("usage: wk-lab up [--hosts N] | down | status\n  WKLAB_DIR (default {}) and WKLAB_SUBNET (default {}) choose where", wk_lab::DEFAULT_DIR, wk_lab::DEFAULT_SUBNET);
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("up") => {
+            let n = match args.iter().position(|a| a == "--hosts") {
+                Some(i) => match args.get(i + 1).and_then(|n| n.parse().ok()) {
+                    Some(n) if (1..=200).contains(&n) => n,
+                    _ => return usage(),
+                },
+                None => 3,
+            };
+            wk_lab::up(&wk_lab::UpOptions::nodes(n)).map(|lab| {
+                for h in &lab.hosts {
+                    println!(
+                        "{:<10} {:<15} netns {:<16} user {}",
+                        h.name, h.ip, h.netns, h.user
+                    );
+                }
+                println!("lab is up in {}", lab.dir.display());
+            })
+        }
+        Some("down") => wk_lab::down(&wk_lab::lab_dir()).map(|()| println!("lab is down")),
+        Some("status") => match wk_lab::Lab::from_env() {
+            Ok(lab) => {
+                for h in &lab.hosts {
+                    println!("{:<10} {:<15} pids {:?}", h.name, h.ip, lab.pids(h));
+                }
+                Ok(())
+            }
+            Err(_) => {
+                println!("no lab in {}", wk_lab::lab_dir().display());
+                Ok(())
+            }
+        },
+        _ => return usage(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wk-lab: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

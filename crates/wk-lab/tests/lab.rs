@@ -1,0 +1,156 @@
+//! The lab itself: it comes up, stays up when asked again, refuses a subnet a route already
+//! uses, and goes away completely, even with sshd sessions still running in its namespaces.
+//! Builds its own small lab (prefix `wkltst`), apart from the one the other tests use.
+#![allow(clippy::print_stderr)]
+
+use std::path::Path;
+use std::process::Command;
+
+use wk_lab::{down, up, Lab, UpOptions};
+
+fn root() -> bool {
+    let out = Command::new("id").arg("-u").output().expect("id runs");
+    let is_root = String::from_utf8_lossy(&out.stdout).trim() == "0";
+    if !is_root {
+        assert!(
+            std::env::var_os("WKLAB_REQUIRED").is_none(),
+            "the lab needs root"
+        );
+        eprintln!("skipped: the lab needs root");
+    }
+    is_root
+}
+
+fn sh(cmd: &str) -> String {
+    let out = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn ssh(lab: &Lab, host: &str, command: &str) -> std::process::Output {
+    let h = lab.host(host);
+    lab.guard(&h.ip).unwrap();
+    Command::new("ssh")
+        .args([
+            "-F",
+            "/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+        ])
+        .arg("-o")
+        .arg(format!(
+            "UserKnownHostsFile={}",
+            lab.known_hosts().display()
+        ))
+        .arg("-i")
+        .arg(lab.key())
+        .arg(format!("{}@{}", h.user, h.ip))
+        .arg(command)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn up_again_down_leaves_nothing_behind() {
+    if !root() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("wk-lab-test-{}", std::process::id()));
+    let opts = UpOptions {
+        dir: dir.clone(),
+        subnet: "10.251.250".into(),
+        prefix: "wkltst".into(),
+        hosts: vec!["a".into(), "b".into()],
+    };
+    let lab = up(&opts).expect("lab up");
+    assert_eq!(lab.hosts.len(), 2);
+    let out = ssh(&lab, "a", "id -un");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "wkltst-a");
+
+    // Up again: the same lab, not a new one (same host keys, same sshd).
+    let pids_before = lab.pids(lab.host("b"));
+    let again = up(&opts).expect("up again");
+    assert_eq!(again.hosts[1].host_key, lab.hosts[1].host_key);
+    assert_eq!(again.pids(again.host("b")), pids_before);
+
+    // A session that outlives its listener: down must still take the namespace away.
+    let mut session = Command::new("ssh")
+        .args([
+            "-F",
+            "/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+        ])
+        .arg("-o")
+        .arg(format!(
+            "UserKnownHostsFile={}",
+            lab.known_hosts().display()
+        ))
+        .arg("-i")
+        .arg(lab.key())
+        .arg(format!("{}@{}", lab.host("b").user, lab.host("b").ip))
+        .arg("sleep 300")
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    lab.stop_sshd(lab.host("b")).unwrap();
+    assert!(
+        !lab.pids(lab.host("b")).is_empty(),
+        "the session is still alive without its listener"
+    );
+
+    down(&dir).expect("down");
+    // Our ssh client never hears from a server whose namespace is gone: end it by its pid.
+    let _ = session.kill();
+    let _ = session.wait();
+    assert!(!sh("ip netns list").contains("wkltst-"), "namespaces left");
+    assert!(!sh("ip -o link show").contains("wkltst"), "links left");
+    assert!(!sh("getent passwd").contains("wkltst-"), "users left");
+    assert!(
+        !Path::new("/etc/sudoers.d/wkltst-a").exists(),
+        "sudoers left"
+    );
+    assert!(!dir.exists(), "lab dir left");
+    down(&dir).expect("down twice is fine");
+}
+
+#[test]
+fn refuses_a_subnet_a_route_already_uses() {
+    if !root() {
+        return;
+    }
+    // The main lab's subnet has a route (through its bridge): a second lab may not take it.
+    let Ok(main) = Lab::from_env() else {
+        assert!(
+            std::env::var_os("WKLAB_REQUIRED").is_none(),
+            "the main lab is not up"
+        );
+        eprintln!("skipped: no main lab to overlap with");
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("wk-lab-overlap-{}", std::process::id()));
+    let opts = UpOptions {
+        dir: dir.clone(),
+        subnet: main.subnet.clone(),
+        prefix: "wklovr".into(),
+        hosts: vec!["x".into()],
+    };
+    let err = up(&opts).unwrap_err().to_string();
+    assert!(
+        err.contains("overlaps a route") && err.contains("WKLAB_SUBNET"),
+        "{err}"
+    );
+    assert!(
+        !sh("ip -o link show").contains("wklovr"),
+        "nothing may be made"
+    );
+    assert!(!dir.exists());
+}

@@ -1,0 +1,94 @@
+//! What `~/.ssh/config` (or another file) says about a host, through the ssh2-config crate.
+
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+
+use ssh2_config::{ParseRule, SshConfig};
+
+/// The fields wkctl honours.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostConfig {
+    pub host_name: Option<String>,
+    pub user: Option<String>,
+    pub port: Option<u16>,
+    pub identity_files: Vec<PathBuf>,
+    pub proxy_jump: Vec<String>,
+}
+
+/// Looks `host` up in `file`, or in `~/.ssh/config` when `file` is `None` (a missing default
+/// file is an empty one; a missing named file is an error).
+pub fn lookup(file: Option<&Path>, host: &str) -> Result<HostConfig, String> {
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let path = match file {
+        Some(p) => p.to_path_buf(),
+        None => {
+            let p = home.join(".ssh/config");
+            if !p.exists() {
+                return Ok(HostConfig::default());
+            }
+            p
+        }
+    };
+    let f = std::fs::File::open(&path)
+        .map_err(|e| format!("cannot read ssh config {}: {e}", path.display()))?;
+    let cfg = SshConfig::default()
+        .home_dir(home.clone())
+        .parse(
+            &mut BufReader::new(f),
+            ParseRule::ALLOW_UNKNOWN_FIELDS | ParseRule::ALLOW_UNSUPPORTED_FIELDS,
+        )
+        .map_err(|e| format!("cannot parse ssh config {}: {e}", path.display()))?;
+    let p = cfg.query(host);
+    let expand = |f: &PathBuf| -> PathBuf {
+        match f.to_str().and_then(|s| s.strip_prefix("~/")) {
+            Some(rest) => home.join(rest),
+            None => f.clone(),
+        }
+    };
+    Ok(HostConfig {
+        host_name: p.host_name.clone(),
+        user: p.user.clone(),
+        port: p.port,
+        identity_files: p
+            .identity_file
+            .as_ref()
+            .map(|v| v.iter().map(expand).collect())
+            .unwrap_or_default(),
+        proxy_jump: p
+            .proxy_jump
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|j| j != "none")
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aliases_and_jumps() {
+        let dir = std::env::temp_dir().join(format!("wk-sshcfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("config");
+        std::fs::write(
+            &p,
+            "Host node2\n  HostName 10.9.0.12\n  User deploy\n  Port 2222\n  IdentityFile /keys/id_node2\n  ProxyJump ops@bastion:2200,inner\n\nHost *\n  User fallback\n  ServerAliveInterval 10\n",
+        )
+        .unwrap();
+        let c = lookup(Some(&p), "node2").unwrap();
+        assert_eq!(c.host_name.as_deref(), Some("10.9.0.12"));
+        assert_eq!(c.user.as_deref(), Some("deploy"));
+        assert_eq!(c.port, Some(2222));
+        assert_eq!(c.identity_files, [PathBuf::from("/keys/id_node2")]);
+        assert_eq!(c.proxy_jump, ["ops@bastion:2200", "inner"]);
+        let other = lookup(Some(&p), "elsewhere").unwrap();
+        assert_eq!(other.host_name, None);
+        assert_eq!(other.user.as_deref(), Some("fallback"));
+        assert!(lookup(Some(&dir.join("missing")), "x").is_err());
+    }
+}

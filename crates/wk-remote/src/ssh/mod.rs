@@ -1,0 +1,803 @@
+//! The SSH [`Remote`]: one russh connection per host for a whole run, every command and tunnel a
+//! channel on it.
+//!
+//! - Host keys are checked against known_hosts files ([`known_hosts`]); an unknown key is refused
+//!   under `strict` and recorded under `accept-new`; a changed or revoked key is always refused.
+//! - Authentication tries, in OpenSSH's order: the agent's keys (`SSH_AUTH_SOCK`), identity files
+//!   (a passphrase asked through the [`Prompter`]), keyboard-interactive, password.
+//! - `~/.ssh/config` (or another file) supplies HostName, User, Port, IdentityFile and ProxyJump
+//!   where the caller did not.
+//! - Jump hosts: the target's connection runs inside a direct-tcpip channel of the previous hop's,
+//!   and every hop's host key is checked under its own name.
+//! - A dropped connection makes the running operation fail ([`RemoteError::Disconnected`]); it is
+//!   opened again only when the caller asks, between steps ([`SshRemote::reconnect_if_dropped`]).
+
+pub mod config;
+pub mod known_hosts;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use russh::client::{self, AuthResult, Handle, KeyboardInteractiveAuthResponse};
+use russh::keys::agent::client::AgentClient;
+use russh::keys::{PrivateKeyWithHashAlg, PublicKeyOrCertificate};
+use russh::ChannelMsg;
+use tokio::sync::OnceCell;
+
+use crate::{shell, ExecOutput, ExecRequest, Remote, RemoteError, Secret, Sudo, Tunnel};
+use known_hosts::Verdict;
+
+/// What to do with a host key that no known_hosts file has. There is no policy that accepts
+/// any key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostKeyPolicy {
+    Strict,
+    AcceptNew,
+}
+
+/// One hop of a jump chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hop {
+    pub user: Option<String>,
+    pub host: String,
+    pub port: Option<u16>,
+}
+
+impl Hop {
+    /// `[user@]host[:port]`.
+    pub fn parse(s: &str) -> Option<Hop> {
+        let (user, rest) = match s.split_once('@') {
+            Some((u, r)) => (Some(u.to_string()), r),
+            None => (None, s),
+        };
+        let (host, port) = if let Some(r) = rest.strip_prefix('[') {
+            let (h, tail) = r.split_once(']')?;
+            (
+                h,
+                tail.strip_prefix(':')
+                    .map(|p| p.parse().ok())
+                    .unwrap_or(None),
+            )
+        } else {
+            match rest.rsplit_once(':') {
+                Some((h, p)) if !h.contains(':') => (h, Some(p.parse().ok()?)),
+                _ => (rest, None),
+            }
+        };
+        (!host.is_empty()).then(|| Hop {
+            user,
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+/// Where and how to connect. Fields left `None` or empty are filled from the ssh config file.
+#[derive(Debug, Clone)]
+pub struct SshOptions {
+    /// The inventory's name for the host, used in every message.
+    pub name: String,
+    /// Address, or an alias of the ssh config file.
+    pub host: String,
+    pub port: Option<u16>,
+    pub user: Option<String>,
+    pub identity_files: Vec<PathBuf>,
+    /// Jump hosts, outermost first.
+    pub jump: Vec<Hop>,
+    pub host_key_policy: HostKeyPolicy,
+    /// known_hosts files to read; the first is where `accept-new` records keys.
+    pub known_hosts: Vec<PathBuf>,
+    /// The ssh config file; `None` reads `~/.ssh/config` if it exists.
+    pub ssh_config: Option<PathBuf>,
+    /// The ssh-agent socket whose keys are tried first (`SSH_AUTH_SOCK` by default).
+    pub agent_socket: Option<PathBuf>,
+    pub sudo: Sudo,
+    pub connect_timeout: Duration,
+    pub keepalive: Duration,
+}
+
+impl SshOptions {
+    pub fn new(name: impl Into<String>, host: impl Into<String>) -> Self {
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_default();
+        SshOptions {
+            name: name.into(),
+            host: host.into(),
+            port: None,
+            user: None,
+            identity_files: Vec::new(),
+            jump: Vec::new(),
+            host_key_policy: HostKeyPolicy::Strict,
+            known_hosts: vec![home.join(".ssh/known_hosts")],
+            ssh_config: None,
+            agent_socket: std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from),
+            sudo: Sudo::None,
+            connect_timeout: Duration::from_secs(15),
+            keepalive: Duration::from_secs(15),
+        }
+    }
+}
+
+/// Asks the operator for secrets. Implementations must never log what they return.
+pub trait Prompter: Send + Sync {
+    /// The passphrase of an encrypted key file.
+    fn passphrase(&self, key_file: &std::path::Path) -> Option<Secret>;
+    /// The login password of `user@host`.
+    fn password(&self, user: &str, host: &str) -> Option<Secret>;
+    /// Answers to keyboard-interactive prompts (text, whether to echo).
+    fn keyboard_interactive(
+        &self,
+        user: &str,
+        host: &str,
+        prompts: &[(String, bool)],
+    ) -> Option<Vec<Secret>>;
+}
+
+/// A prompter that knows nothing: only agent and unencrypted keys can work.
+pub struct NoPrompt;
+
+impl Prompter for NoPrompt {
+    fn passphrase(&self, _: &std::path::Path) -> Option<Secret> {
+        None
+    }
+    fn password(&self, _: &str, _: &str) -> Option<Secret> {
+        None
+    }
+    fn keyboard_interactive(&self, _: &str, _: &str, _: &[(String, bool)]) -> Option<Vec<Secret>> {
+        None
+    }
+}
+
+/// The russh handler of one hop: checks the host key and remembers why it refused one.
+struct Checker {
+    name: String,
+    addr: String,
+    port: u16,
+    policy: HostKeyPolicy,
+    files: Vec<PathBuf>,
+    refusal: Arc<Mutex<Option<RemoteError>>>,
+}
+
+impl Checker {
+    fn refuse(&self, e: RemoteError) -> Result<bool, russh::Error> {
+        *self.refusal.lock().expect("not poisoned") = Some(e);
+        Ok(false)
+    }
+}
+
+impl client::Handler for Checker {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        let key = match key {
+            PublicKeyOrCertificate::PublicKey { key, .. } => key,
+            PublicKeyOrCertificate::Certificate(_) => {
+                return self.refuse(RemoteError::Other {
+                    host: self.name.clone(),
+                    message: format!("{} presented a host certificate; wkctl verifies plain host keys from known_hosts only", self.addr),
+                })
+            }
+        };
+        let fingerprint = known_hosts::fingerprint(key);
+        let verdict = match known_hosts::verify(&self.files, &self.addr, self.port, key) {
+            Ok(v) => v,
+            Err(e) => {
+                return self.refuse(RemoteError::Other {
+                    host: self.name.clone(),
+                    message: format!("cannot read known_hosts: {e}"),
+                })
+            }
+        };
+        match verdict {
+            Verdict::Known => Ok(true),
+            Verdict::Changed { file, line } => self.refuse(RemoteError::ChangedHostKey {
+                host: self.name.clone(),
+                addr: known_hosts::host_entry_name(&self.addr, self.port),
+                fingerprint,
+                file: file.display().to_string(),
+                line,
+            }),
+            Verdict::Revoked { file, line } => self.refuse(RemoteError::RevokedHostKey {
+                host: self.name.clone(),
+                addr: known_hosts::host_entry_name(&self.addr, self.port),
+                fingerprint,
+                file: file.display().to_string(),
+                line,
+            }),
+            Verdict::Unknown => {
+                let record = self.files.first().cloned().unwrap_or_default();
+                match self.policy {
+                    HostKeyPolicy::Strict => self.refuse(RemoteError::UnknownHostKey {
+                        host: self.name.clone(),
+                        addr: self.addr.clone(),
+                        port: self.port,
+                        fingerprint,
+                        known_hosts: record.display().to_string(),
+                    }),
+                    HostKeyPolicy::AcceptNew => {
+                        match known_hosts::learn(&record, &self.addr, self.port, key) {
+                            Ok(()) => Ok(true),
+                            Err(e) => self.refuse(RemoteError::Other {
+                                host: self.name.clone(),
+                                message: format!(
+                                    "cannot record the host key in {}: {e}",
+                                    record.display()
+                                ),
+                            }),
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A live connection: the target's handle and the hops it runs through (kept alive with it).
+struct Conn {
+    handle: Handle<Checker>,
+    _hops: Vec<Handle<Checker>>,
+}
+
+/// The SSH remote of one host.
+pub struct SshRemote {
+    opts: SshOptions,
+    prompter: Arc<dyn Prompter>,
+    conn: tokio::sync::Mutex<Option<Arc<Conn>>>,
+    connects: AtomicUsize,
+    sudo_checked: OnceCell<()>,
+}
+
+impl std::fmt::Debug for SshRemote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SshRemote")
+            .field("host", &self.opts.name)
+            .finish()
+    }
+}
+
+/// Where one hop connects, after the ssh config file has filled in what was left open.
+#[derive(Debug, Clone)]
+struct Resolved {
+    addr: String,
+    port: u16,
+    user: String,
+    identity_files: Vec<PathBuf>,
+    jump: Vec<Hop>,
+}
+
+impl SshRemote {
+    /// Connects (through the jump hosts, if any) and authenticates.
+    pub async fn connect(
+        opts: SshOptions,
+        prompter: Arc<dyn Prompter>,
+    ) -> Result<SshRemote, RemoteError> {
+        let r = SshRemote {
+            opts,
+            prompter,
+            conn: tokio::sync::Mutex::new(None),
+            connects: AtomicUsize::new(0),
+            sudo_checked: OnceCell::new(),
+        };
+        let c = r.open().await?;
+        *r.conn.lock().await = Some(Arc::new(c));
+        Ok(r)
+    }
+
+    /// How many times a connection to the target was opened (1 for a run without drops).
+    pub fn connections_opened(&self) -> usize {
+        self.connects.load(Ordering::SeqCst)
+    }
+
+    /// Between steps: opens the connection again if it was lost. Never called mid-step.
+    pub async fn reconnect_if_dropped(&self) -> Result<bool, RemoteError> {
+        let mut guard = self.conn.lock().await;
+        if guard.as_ref().is_some_and(|c| !c.handle.is_closed()) {
+            return Ok(false);
+        }
+        let c = self.open().await?;
+        *guard = Some(Arc::new(c));
+        Ok(true)
+    }
+
+    /// Closes the connection politely.
+    pub async fn close(&self) {
+        if let Some(c) = self.conn.lock().await.take() {
+            let _ = c
+                .handle
+                .disconnect(russh::Disconnect::ByApplication, "wkctl is done", "en")
+                .await;
+        }
+    }
+
+    async fn current(&self) -> Result<Arc<Conn>, RemoteError> {
+        match self.conn.lock().await.as_ref() {
+            Some(c) if !c.handle.is_closed() => Ok(c.clone()),
+            _ => Err(RemoteError::Disconnected {
+                host: self.opts.name.clone(),
+                context: String::new(),
+            }),
+        }
+    }
+
+    fn resolve(
+        &self,
+        host: &str,
+        port: Option<u16>,
+        user: Option<&str>,
+        ids: &[PathBuf],
+        jump: &[Hop],
+    ) -> Result<Resolved, RemoteError> {
+        let params = config::lookup(self.opts.ssh_config.as_deref(), host).map_err(|message| {
+            RemoteError::Other {
+                host: self.opts.name.clone(),
+                message,
+            }
+        })?;
+        let jump = if !jump.is_empty() {
+            jump.to_vec()
+        } else {
+            params
+                .proxy_jump
+                .iter()
+                .filter_map(|j| Hop::parse(j))
+                .collect()
+        };
+        Ok(Resolved {
+            addr: params.host_name.clone().unwrap_or_else(|| host.to_string()),
+            port: port.or(params.port).unwrap_or(22),
+            user: user
+                .map(str::to_string)
+                .or(params.user.clone())
+                .or_else(|| std::env::var("USER").ok())
+                .unwrap_or_else(|| "root".into()),
+            identity_files: if ids.is_empty() {
+                params.identity_files.clone()
+            } else {
+                ids.to_vec()
+            },
+            jump,
+        })
+    }
+
+    fn client_config(&self, addr: &str, port: u16) -> Arc<client::Config> {
+        let mut preferred = russh::Preferred::default();
+        // Ask first for the key types known_hosts has for this host, as OpenSSH does, so a host
+        // with several keys presents one we can verify.
+        let known = known_hosts::known_algorithms(&self.opts.known_hosts, addr, port);
+        if !known.is_empty() {
+            let mut order: Vec<russh::keys::Algorithm> = known;
+            for a in preferred.key.iter() {
+                if !order.contains(a) {
+                    order.push(a.clone());
+                }
+            }
+            preferred.key = order.into();
+        }
+        Arc::new(client::Config {
+            preferred,
+            inactivity_timeout: None,
+            keepalive_interval: Some(self.opts.keepalive),
+            keepalive_max: 4,
+            nodelay: true,
+            ..client::Config::default()
+        })
+    }
+
+    async fn open(&self) -> Result<Conn, RemoteError> {
+        let target = self.resolve(
+            &self.opts.host,
+            self.opts.port,
+            self.opts.user.as_deref(),
+            &self.opts.identity_files,
+            &self.opts.jump,
+        )?;
+        let mut hops = Vec::new();
+        let mut via: Option<&Handle<Checker>> = None;
+        for hop in &target.jump {
+            let mut r = self.resolve(&hop.host, hop.port, hop.user.as_deref(), &[], &[])?;
+            // A hop the ssh config says nothing about uses the target's keys.
+            if r.identity_files.is_empty() {
+                r.identity_files = target.identity_files.clone();
+            }
+            let h = self
+                .handshake(&r, via, &format!("jump host {}", hop.host))
+                .await?;
+            hops.push(h);
+            via = hops.last();
+        }
+        let handle = self.handshake(&target, via, "").await?;
+        self.connects.fetch_add(1, Ordering::SeqCst);
+        Ok(Conn {
+            handle,
+            _hops: hops,
+        })
+    }
+
+    /// TCP (or a channel of the previous hop), host key, authentication.
+    async fn handshake(
+        &self,
+        r: &Resolved,
+        via: Option<&Handle<Checker>>,
+        what: &str,
+    ) -> Result<Handle<Checker>, RemoteError> {
+        let name = if what.is_empty() {
+            self.opts.name.clone()
+        } else {
+            format!("{} ({what})", self.opts.name)
+        };
+        let refusal = Arc::new(Mutex::new(None));
+        let checker = Checker {
+            name: name.clone(),
+            addr: r.addr.clone(),
+            port: r.port,
+            policy: self.opts.host_key_policy,
+            files: self.opts.known_hosts.clone(),
+            refusal: refusal.clone(),
+        };
+        let config = self.client_config(&r.addr, r.port);
+        let endpoint = known_hosts::host_entry_name(&r.addr, r.port);
+        let connect_err = |message: String| RemoteError::Connect {
+            host: name.clone(),
+            addr: endpoint.clone(),
+            message,
+        };
+        let fut = async {
+            match via {
+                None => client::connect(config, (r.addr.as_str(), r.port), checker).await,
+                Some(prev) => {
+                    let ch = prev
+                        .channel_open_direct_tcpip(r.addr.clone(), r.port as u32, "127.0.0.1", 0)
+                        .await?;
+                    client::connect_stream(config, ch.into_stream(), checker).await
+                }
+            }
+        };
+        let mut handle = match tokio::time::timeout(self.opts.connect_timeout, fut).await {
+            Err(_) => {
+                return Err(connect_err(format!(
+                    "no answer within {} s; check the address, the port and that sshd runs",
+                    self.opts.connect_timeout.as_secs()
+                )))
+            }
+            Ok(Err(e)) => {
+                if let Some(refused) = refusal.lock().expect("not poisoned").take() {
+                    return Err(refused);
+                }
+                return Err(connect_err(e.to_string()));
+            }
+            Ok(Ok(h)) => h,
+        };
+        self.authenticate(&mut handle, r, &name).await?;
+        Ok(handle)
+    }
+
+    async fn authenticate(
+        &self,
+        h: &mut Handle<Checker>,
+        r: &Resolved,
+        name: &str,
+    ) -> Result<(), RemoteError> {
+        let mut tried = Vec::new();
+        let user = r.user.as_str();
+        let auth_err = |e: russh::Error| RemoteError::Connect {
+            host: name.to_string(),
+            addr: r.addr.clone(),
+            message: format!("during authentication: {e}"),
+        };
+        let rsa_hash = h
+            .best_supported_rsa_hash()
+            .await
+            .map_err(auth_err)?
+            .flatten();
+
+        // 1. The agent's keys.
+        if let Some(sock) = &self.opts.agent_socket {
+            if let Ok(mut agent) = AgentClient::connect_uds(sock).await {
+                if let Ok(ids) = agent.request_identities().await {
+                    for id in ids {
+                        let key = id.public_key().into_owned();
+                        tried.push("agent key".to_string());
+                        let hash = if matches!(key.algorithm(), russh::keys::Algorithm::Rsa { .. })
+                        {
+                            rsa_hash
+                        } else {
+                            None
+                        };
+                        if let Ok(AuthResult::Success) = h
+                            .authenticate_publickey_with(user, key, hash, &mut agent)
+                            .await
+                        {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+        }
+
+        // 2. Identity files, asking for a passphrase when one is encrypted.
+        let files: Vec<PathBuf> = if r.identity_files.is_empty() {
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_default();
+            ["id_ed25519", "id_ecdsa", "id_rsa"]
+                .iter()
+                .map(|f| home.join(".ssh").join(f))
+                .filter(|p| p.exists())
+                .collect()
+        } else {
+            r.identity_files.clone()
+        };
+        for file in &files {
+            let key = match russh::keys::load_secret_key(file, None) {
+                Ok(k) => k,
+                Err(russh::keys::Error::KeyIsEncrypted) => {
+                    let Some(pass) = self.prompter.passphrase(file) else {
+                        tried.push(format!(
+                            "{} (encrypted; no passphrase given)",
+                            file.display()
+                        ));
+                        continue;
+                    };
+                    match russh::keys::load_secret_key(file, Some(pass.expose())) {
+                        Ok(k) => k,
+                        Err(_) => {
+                            tried.push(format!("{} (wrong passphrase)", file.display()));
+                            continue;
+                        }
+                    }
+                }
+                Err(e) => {
+                    tried.push(format!("{} (unreadable: {e})", file.display()));
+                    continue;
+                }
+            };
+            tried.push(file.display().to_string());
+            let hash = if matches!(key.algorithm(), russh::keys::Algorithm::Rsa { .. }) {
+                rsa_hash
+            } else {
+                None
+            };
+            let key = PrivateKeyWithHashAlg::new(Arc::new(key), hash);
+            if let AuthResult::Success = h
+                .authenticate_publickey(user, key)
+                .await
+                .map_err(auth_err)?
+            {
+                return Ok(());
+            }
+        }
+
+        // 3. Keyboard-interactive, answered by the prompter.
+        let mut resp = h
+            .authenticate_keyboard_interactive_start(user, None::<String>)
+            .await
+            .map_err(auth_err)?;
+        let mut asked = false;
+        loop {
+            match resp {
+                KeyboardInteractiveAuthResponse::Success => return Ok(()),
+                KeyboardInteractiveAuthResponse::Failure { .. } => break,
+                KeyboardInteractiveAuthResponse::InfoRequest { prompts, .. } => {
+                    let ps: Vec<(String, bool)> =
+                        prompts.iter().map(|p| (p.prompt.clone(), p.echo)).collect();
+                    let answers = if ps.is_empty() {
+                        Some(Vec::new())
+                    } else {
+                        asked = true;
+                        self.prompter.keyboard_interactive(user, &r.addr, &ps)
+                    };
+                    // Declined: answer empty so the server ends this exchange; leaving it
+                    // open would leave the next method's request unanswered.
+                    let declined = answers.is_none();
+                    let answers =
+                        answers.unwrap_or_else(|| ps.iter().map(|_| Secret::default()).collect());
+                    resp = h
+                        .authenticate_keyboard_interactive_respond(
+                            answers.iter().map(|a| a.expose().to_string()).collect(),
+                        )
+                        .await
+                        .map_err(auth_err)?;
+                    if declined {
+                        if let KeyboardInteractiveAuthResponse::Success = resp {
+                            return Ok(());
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        if asked {
+            tried.push("keyboard-interactive".into());
+        }
+
+        // 4. Password.
+        if let Some(pw) = self.prompter.password(user, &r.addr) {
+            tried.push("password".into());
+            if let AuthResult::Success = h
+                .authenticate_password(user, pw.expose())
+                .await
+                .map_err(auth_err)?
+            {
+                return Ok(());
+            }
+        }
+        Err(RemoteError::Auth {
+            host: name.to_string(),
+            user: user.to_string(),
+            tried: if tried.is_empty() { "nothing: no agent, key or password".into() } else { tried.join(", ") },
+            hint: "check the user, add the key to the agent or to `identity_files`, or check the password".into(),
+        })
+    }
+
+    /// Makes sure sudo works as configured, once per connection; a wrong password is an error
+    /// here, before any command could read it as input.
+    async fn check_sudo(&self, conn: &Conn) -> Result<(), RemoteError> {
+        self.sudo_checked
+            .get_or_try_init(|| async {
+                let (cmd, stdin) = match &self.opts.sudo {
+                    Sudo::None => return Ok(()),
+                    Sudo::Passwordless => ("sudo -n true".to_string(), Vec::new()),
+                    Sudo::Password(p) => ("sudo -k -S -p '' -v".to_string(), format!("{}\n", p.expose()).into_bytes()),
+                };
+                let out = self
+                    .channel_exec(conn, &cmd, &stdin, Some(Duration::from_secs(30)))
+                    .await?;
+                if out.success() {
+                    Ok(())
+                } else {
+                    let message = match &self.opts.sudo {
+                        Sudo::Passwordless => "sudo asks for a password; set `sudo: password` for this node, or allow the user NOPASSWD".to_string(),
+                        _ => "the sudo password was not accepted; check it and run again".to_string(),
+                    };
+                    Err(RemoteError::Sudo {
+                        host: self.opts.name.clone(),
+                        message,
+                    })
+                }
+            })
+            .await
+            .map(|_| ())
+    }
+
+    async fn channel_exec(
+        &self,
+        conn: &Conn,
+        command: &str,
+        stdin: &[u8],
+        timeout: Option<Duration>,
+    ) -> Result<ExecOutput, RemoteError> {
+        let host = self.opts.name.clone();
+        let lost = |what: &str| RemoteError::Disconnected {
+            host: host.clone(),
+            context: format!(" while running `{}` ({what})", shell::first_line(command)),
+        };
+        let channel = conn
+            .handle
+            .channel_open_session()
+            .await
+            .map_err(|_| lost("opening a channel"))?;
+        channel
+            .exec(true, command)
+            .await
+            .map_err(|_| lost("starting it"))?;
+        let (mut read, write) = channel.split();
+        let input = stdin.to_vec();
+        let writer = tokio::spawn(async move {
+            if !input.is_empty() {
+                write.data(&input[..]).await?;
+            }
+            write.eof().await?;
+            Ok::<_, russh::Error>(write)
+        });
+        let collect = async {
+            let mut out = ExecOutput::default();
+            // Drain to the end: the exit status may come after EOF, and only Close (or the
+            // channel ending) means nothing more will come.
+            while let Some(msg) = read.wait().await {
+                match msg {
+                    ChannelMsg::Data { data } => out.stdout.extend_from_slice(&data),
+                    ChannelMsg::ExtendedData { data, ext: 1 } => {
+                        out.stderr.extend_from_slice(&data)
+                    }
+                    ChannelMsg::ExitStatus { exit_status } => out.status = Some(exit_status),
+                    ChannelMsg::ExitSignal { signal_name, .. } => {
+                        out.signal = Some(format!("{signal_name:?}"))
+                    }
+                    ChannelMsg::Close => break,
+                    _ => {}
+                }
+            }
+            out
+        };
+        let out = match timeout {
+            None => collect.await,
+            Some(t) => match tokio::time::timeout(t, collect).await {
+                Ok(o) => o,
+                Err(_) => {
+                    writer.abort();
+                    return Err(RemoteError::Timeout {
+                        host,
+                        command: shell::first_line(command).to_string(),
+                        secs: t.as_secs(),
+                    });
+                }
+            },
+        };
+        // Keep the write half until the end, so the channel is not closed under the reader.
+        let _write = writer.await;
+        if out.status.is_none() && out.signal.is_none() {
+            return Err(lost("no exit status came back"));
+        }
+        Ok(out)
+    }
+}
+
+impl Remote for SshRemote {
+    fn name(&self) -> &str {
+        &self.opts.name
+    }
+
+    async fn exec(&self, req: ExecRequest) -> Result<ExecOutput, RemoteError> {
+        let conn = self.current().await?;
+        if !req.sudo {
+            return self
+                .channel_exec(&conn, &req.command, &req.stdin, req.timeout)
+                .await;
+        }
+        self.check_sudo(&conn).await?;
+        let (command, password) = shell::sudo_wrap(&self.opts.sudo, &req.command);
+        let mut stdin = Vec::with_capacity(req.stdin.len() + 64);
+        if let Some(p) = password {
+            stdin.extend_from_slice(p.expose().as_bytes());
+            stdin.push(b'\n');
+        }
+        stdin.extend_from_slice(&req.stdin);
+        let out = self
+            .channel_exec(&conn, &command, &stdin, req.timeout)
+            .await;
+        zeroize::Zeroize::zeroize(&mut stdin);
+        out
+    }
+
+    async fn tunnel(&self, host: &str, port: u16) -> Result<Tunnel, RemoteError> {
+        let conn = self.current().await?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| RemoteError::Other {
+                host: self.opts.name.clone(),
+                message: format!("cannot open a local port for the tunnel: {e}"),
+            })?;
+        let local = listener.local_addr().expect("bound");
+        let target = host.to_string();
+        let t = target.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, peer)) = listener.accept().await {
+                let conn = conn.clone();
+                let t = t.clone();
+                tokio::spawn(async move {
+                    let Ok(ch) = conn
+                        .handle
+                        .channel_open_direct_tcpip(
+                            t,
+                            port as u32,
+                            peer.ip().to_string(),
+                            peer.port() as u32,
+                        )
+                        .await
+                    else {
+                        return;
+                    };
+                    let mut stream = ch.into_stream();
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut stream).await;
+                });
+            }
+        });
+        Ok(Tunnel::new(local, format!("{target}:{port}"), task))
+    }
+}
