@@ -485,6 +485,29 @@ async fn jump_host_through_the_bastion() {
         (addr.as_str(), host.as_str()),
         (lab.host("node2").ip.as_str(), "node2")
     );
+    // A chain: bastion, then node1, then node2, which sees node1 as its client.
+    let n1 = lab.host("node1");
+    lab.guard(&n1.ip).unwrap();
+    let mut chain = opts(&lab, "node2");
+    chain.jump = vec![
+        Hop {
+            user: Some(bastion.user.clone()),
+            host: bastion.ip.clone(),
+            port: None,
+        },
+        Hop {
+            user: Some(n1.user.clone()),
+            host: n1.ip.clone(),
+            port: Some(22),
+        },
+    ];
+    let r = connect(chain).await.unwrap();
+    let conn = sh(&r, "echo $SSH_CONNECTION").await;
+    assert_eq!(
+        conn.split_whitespace().next(),
+        Some(n1.ip.as_str()),
+        "{conn}"
+    );
     // ProxyJump from the ssh config file works the same way.
     let cfg = dir.join("config");
     std::fs::write(
