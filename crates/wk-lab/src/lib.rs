@@ -13,6 +13,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub mod compose;
+pub mod deploy;
+pub mod http;
+pub mod sim;
+
 use serde::{Deserialize, Serialize};
 
 /// Where the lab lives unless `WKLAB_DIR` says otherwise.
@@ -91,6 +96,11 @@ impl Lab {
     /// Every host's ed25519 key, by address.
     pub fn known_hosts(&self) -> PathBuf {
         self.client_dir().join("known_hosts")
+    }
+    /// The simulator and the compose stand-in (as `docker` and `docker-compose`), first on every
+    /// lab user's PATH.
+    pub fn bin_dir(&self) -> PathBuf {
+        self.dir.join("bin")
     }
     /// `Host <name>` entries with HostName and User for every host.
     pub fn ssh_config(&self) -> PathBuf {
@@ -365,6 +375,7 @@ pub fn up(opts: &UpOptions) -> io::Result<Lab> {
     run(Command::new("ip").args(["addr", "add", &format!("{bridge_ip}/24"), "dev", &bridge]))?;
     run(Command::new("ip").args(["link", "set", &bridge, "up"]))?;
 
+    install_bin(&lab)?;
     let client = lab.client_dir();
     fs::create_dir_all(&client)?;
     fs::set_permissions(&client, fs::Permissions::from_mode(0o700))?;
@@ -400,6 +411,49 @@ pub fn up(opts: &UpOptions) -> io::Result<Lab> {
     fs::write(lab.ssh_config(), ssh_config)?;
     save(&lab)?;
     Ok(lab)
+}
+
+/// Finds a binary of this workspace next to the running one (or one level up, for test
+/// binaries in `target/<profile>/deps`).
+pub fn workspace_binary(name: &str) -> io::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let mut dirs = Vec::new();
+    if let Some(d) = exe.parent() {
+        dirs.push(d.to_path_buf());
+        if let Some(up) = d.parent() {
+            dirs.push(up.to_path_buf());
+        }
+    }
+    dirs.iter()
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            io::Error::other(format!(
+                "{name} is not built next to {}: run `cargo build -p wk-lab`",
+                exe.display()
+            ))
+        })
+}
+
+/// Copies the simulator and the stand-in (as built next to the running binary) into the lab.
+pub fn install_bin(lab: &Lab) -> io::Result<()> {
+    let bin = lab.bin_dir();
+    fs::create_dir_all(&bin)?;
+    fs::set_permissions(&bin, fs::Permissions::from_mode(0o755))?;
+    for name in ["wk-sim", "wk-compose"] {
+        let dst = bin.join(name);
+        // Replace by rename: a running copy keeps its file.
+        let tmp = bin.join(format!(".{name}.new"));
+        fs::copy(workspace_binary(name)?, &tmp)?;
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))?;
+        fs::rename(&tmp, &dst)?;
+        fs::set_permissions(&dst, fs::Permissions::from_mode(0o755))?;
+    }
+    for link in ["docker", "docker-compose"] {
+        let _ = fs::remove_file(bin.join(link));
+        std::os::unix::fs::symlink("wk-compose", bin.join(link))?;
+    }
+    Ok(())
 }
 
 fn keygen(path: &Path, kind: &str, passphrase: &str) -> io::Result<()> {
@@ -483,6 +537,8 @@ fn make_host(lab: &Lab, name: &str, index: usize, authorized: &str) -> io::Resul
         .collect::<Vec<_>>()
         .join(" ");
     let d = dir.display();
+    let bin = lab.bin_dir();
+    let bin = bin.display();
     fs::write(
         dir.join("sshd_config"),
         format!(
@@ -494,6 +550,7 @@ fn make_host(lab: &Lab, name: &str, index: usize, authorized: &str) -> io::Resul
              PubkeyAuthentication yes\nPasswordAuthentication yes\nKbdInteractiveAuthentication yes\nUsePAM yes\n\
              AllowTcpForwarding yes\nX11Forwarding no\nPrintMotd no\n\
              MaxSessions 64\nMaxStartups 64\n\
+             SetEnv PATH={bin}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin\n\
              LogLevel VERBOSE\n"
         ),
     )?;

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 fn usage() -> ExitCode {
-    eprintln!("usage: wk-lab up [--hosts N] | down | status\n  WKLAB_DIR (default {}) and WKLAB_SUBNET (default {}) choose where", wk_lab::DEFAULT_DIR, wk_lab::DEFAULT_SUBNET);
+    eprintln!("usage: wk-lab up [--hosts N] | deploy-single HOST | down | status\n  WKLAB_DIR (default {}) and WKLAB_SUBNET (default {}) choose where", wk_lab::DEFAULT_DIR, wk_lab::DEFAULT_SUBNET);
     ExitCode::from(2)
 }
 
@@ -29,6 +29,13 @@ fn main() -> ExitCode {
                 println!("lab is up in {}", lab.dir.display());
             })
         }
+        Some("deploy-single") => match (args.get(1), wk_lab::Lab::from_env()) {
+            (Some(host), Ok(lab)) => lab
+                .deploy_single(host, &wk_lab::deploy::SingleNode::default())
+                .map(|()| println!("{host}: single node 1001 is up and joined")),
+            (None, _) => return usage(),
+            (_, Err(e)) => Err(e),
+        },
         Some("down") => wk_lab::down(&wk_lab::lab_dir()).map(|()| println!("lab is down")),
         Some("status") => match wk_lab::Lab::from_env() {
             Ok(lab) => {

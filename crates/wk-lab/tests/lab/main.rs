@@ -154,3 +154,26 @@ fn refuses_a_subnet_a_route_already_uses() {
     );
     assert!(!dir.exists());
 }
+
+mod compose;
+mod sim;
+
+/// The lab the other tests share (`scripts/test` brings it up), if it is up.
+fn main_lab() -> Option<Lab> {
+    static FRESH: std::sync::Once = std::sync::Once::new();
+    match Lab::from_env() {
+        Ok(l) => {
+            // The lab's hosts run copies of wk-sim and wk-compose: bring them up to this build.
+            FRESH.call_once(|| wk_lab::install_bin(&l).expect("refresh the lab's binaries"));
+            Some(l)
+        }
+        Err(e) => {
+            assert!(
+                std::env::var_os("WKLAB_REQUIRED").is_none(),
+                "WKLAB_REQUIRED is set but no lab is up: {e}"
+            );
+            eprintln!("skipped: no lab ({e})");
+            None
+        }
+    }
+}
