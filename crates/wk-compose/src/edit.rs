@@ -636,7 +636,7 @@ pub fn set_prometheus_jobs(text: &str, jobs: &str) -> Result<String, EditError> 
                     e.map(|e| (items[e], items.get(e + 1).copied().unwrap_or(b.1), *w))
                 })
                 .collect();
-            replace.sort_by(|a, b| b.0.cmp(&a.0));
+            replace.sort_by_key(|r| std::cmp::Reverse(r.0));
             for (from, to, w) in replace {
                 let mut to = to;
                 while to > from + 1 && lines[to - 1].code.is_empty() {
