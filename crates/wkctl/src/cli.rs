@@ -5,8 +5,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 const EXIT_CODES: &str = "\
 Exit codes:
   0  done (for --dry-run: the plan was shown)
-  1  a step failed on a host; see the message, then `wkctl resume` or `wkctl rollback`
-  2  bad input (command line, inventory, playbook, templates); nothing was changed";
+  1  a step failed on a host; the journal (.wkctl/runs/) says what was done
+  2  bad input (command line, inventory, playbook, templates); nothing was changed
+  3  a host cannot be used, or preflight failed; nothing was changed
+  4  the cluster is locked by another run; nothing was changed";
 
 /// Grow a running WuKongIM docker-compose deployment into a cluster, over SSH.
 #[derive(Debug, Parser)]
@@ -41,12 +43,16 @@ pub enum Command {
     /// Add nodes to the cluster: plan, apply step by step, wait until each has joined.
     #[command(after_help = concat!(
         "Examples:\n",
-        "  wkctl expand --add node2 --dry-run --offline   show the whole plan, contacting nothing\n",
-        "  wkctl -i prod.yml expand --add node2 --dry-run --offline --output json\n\n",
+        "  wkctl expand --add node2                       add node2, step by step, journaled\n",
+        "  wkctl expand --add node2 --dry-run             every diff and command; nothing changed\n",
+        "  wkctl expand --add node2 --dry-run --offline   the plan alone, contacting nothing\n",
+        "  wkctl -i prod.yml expand --add node2 --output json\n\n",
         "Exit codes:\n",
         "  0  done (for --dry-run: the plan was shown)\n",
-        "  1  a step failed on a host; see the message, then `wkctl resume` or `wkctl rollback`\n",
-        "  2  bad input (command line, inventory, playbook, templates); nothing was changed"
+        "  1  a step failed on a host; the journal (.wkctl/runs/) says what was done\n",
+        "  2  bad input (command line, inventory, playbook, templates); nothing was changed\n",
+        "  3  a host cannot be used, or preflight failed; nothing was changed\n",
+        "  4  the cluster is locked by another run; nothing was changed"
     ))]
     Expand(ExpandArgs),
 }
@@ -62,7 +68,7 @@ pub struct ExpandArgs {
     )]
     pub add: Vec<String>,
 
-    /// Show every step, file and command; change nothing.
+    /// Show every step, file diff and command; change nothing.
     #[arg(long)]
     pub dry_run: bool,
 
@@ -77,4 +83,8 @@ pub struct ExpandArgs {
     /// Take templates from this directory (same names replace the built-in ones).
     #[arg(long, value_name = "DIR")]
     pub templates: Option<PathBuf>,
+
+    /// Remove a lock left by a run that died (check first that no other run is going on).
+    #[arg(long)]
+    pub force_unlock: bool,
 }

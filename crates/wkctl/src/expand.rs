@@ -1,4 +1,5 @@
 use std::io::Write;
+use std::sync::Arc;
 
 use wk_plan::{Inventory, PlanRequest, Sources};
 
@@ -9,23 +10,111 @@ pub fn run(cli: &Cli, args: &ExpandArgs, out: &mut dyn Write) -> Result<(), Fail
     let (inventory, text) = load_inventory(cli)?;
     let sources = Sources::with_overrides(args.playbook.as_deref(), args.templates.as_deref())
         .map_err(Failure::bad_input)?;
-    if !(args.dry_run && args.offline) {
-        return Err(Failure::bad_input(
-            "this build of wkctl can only preview an expansion offline: the SSH engine is not in it yet.\n  \
-             fix: run `wkctl expand --add <node> --dry-run --offline` to see every step, file and command",
-        ));
+    if args.offline {
+        return offline(cli, args, &inventory, &text, &sources, out);
     }
+    let reporter: Arc<dyn wk_engine::Reporter> = match cli.output {
+        OutputFormat::Json => Arc::new(output::JsonLines),
+        OutputFormat::Text => Arc::new(output::Text),
+    };
+    let runs_dir = cli
+        .inventory
+        .parent()
+        .map(|p| {
+            if p.as_os_str().is_empty() {
+                std::path::Path::new(".")
+            } else {
+                p
+            }
+        })
+        .unwrap_or(std::path::Path::new("."))
+        .join(".wkctl/runs");
+    let opts = wk_engine::Options {
+        add: args.add.clone(),
+        dry_run: args.dry_run,
+        force_unlock: args.force_unlock,
+        runs_dir,
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        owner: format!(
+            "{}@{}",
+            std::env::var("USER").unwrap_or_else(|_| "unknown".into()),
+            std::fs::read_to_string("/etc/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "unknown".into())
+        ),
+    };
+    let sudo_password = if inventory
+        .nodes
+        .iter()
+        .any(|n| n.ssh.sudo == wk_plan::inventory::SudoMode::Password)
+    {
+        match std::env::var("WKCTL_SUDO_PASSWORD") {
+            Ok(p) => Some(wk_remote::Secret::new(p)),
+            Err(_) => rpassword::prompt_password("sudo password on the hosts: ")
+                .ok()
+                .map(wk_remote::Secret::new),
+        }
+    } else {
+        None
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure {
+            code: 1,
+            message: e.to_string(),
+        })?;
+    rt.block_on(async {
+        let hosts = wk_engine::connect_all(
+            &inventory,
+            Arc::new(output::TtyPrompter),
+            sudo_password,
+            reporter.as_ref(),
+        )
+        .await
+        .map_err(engine_failure)?;
+        let engine = wk_engine::Engine::new(
+            inventory.clone(),
+            text.clone(),
+            sources.clone(),
+            hosts.clone(),
+            reporter.clone(),
+        );
+        let result = engine.expand(&opts).await;
+        for h in hosts.values() {
+            h.close().await;
+        }
+        result.map(|_| ()).map_err(engine_failure)
+    })
+}
+
+fn engine_failure(e: wk_engine::EngineError) -> Failure {
+    Failure {
+        code: e.exit_code(),
+        message: e.to_string(),
+    }
+}
+
+fn offline(
+    cli: &Cli,
+    args: &ExpandArgs,
+    inventory: &Inventory,
+    text: &str,
+    sources: &Sources,
+    out: &mut dyn Write,
+) -> Result<(), Failure> {
     let request = PlanRequest {
         add: args.add.clone(),
         ..PlanRequest::default()
     };
-    let plan = wk_plan::build(&inventory, &text, &sources, &request).map_err(|e| match e {
-        wk_plan::PlanError::Input(d) => Failure::bad_input(crate::output::diagnostics(&d)),
+    let plan = wk_plan::build(inventory, text, sources, &request).map_err(|e| match e {
+        wk_plan::PlanError::Input(d) => Failure::bad_input(output::diagnostics(&d)),
         other => Failure::bad_input(other.to_string()),
     })?;
     let written = match cli.output {
         OutputFormat::Text => {
-            out.write_all(output::plan_text(&plan, &inventory, &sources, true).as_bytes())
+            out.write_all(output::plan_text(&plan, inventory, sources, true).as_bytes())
         }
         OutputFormat::Json => {
             let doc = serde_json::json!({ "offline": true, "dry_run": true, "plan": plan });
@@ -49,7 +138,7 @@ pub fn load_inventory(cli: &Cli) -> Result<(Inventory, String), Failure> {
             "cannot read the inventory {name}: {e}\n  fix: run wkctl where cluster.yml is, or name it with `-i FILE` (examples/cluster.yml shows one)"
         ))
     })?;
-    let inv = Inventory::parse(&name, &text)
-        .map_err(|d| Failure::bad_input(crate::output::diagnostics(&d)))?;
+    let inv =
+        Inventory::parse(&name, &text).map_err(|d| Failure::bad_input(output::diagnostics(&d)))?;
     Ok((inv, text))
 }

@@ -191,3 +191,145 @@ pub fn plan_text(plan: &Plan, inv: &Inventory, sources: &Sources, offline: bool)
     );
     o
 }
+
+/// Events as readable lines (stdout), one or a few per event.
+pub struct Text;
+
+impl wk_engine::Reporter for Text {
+    fn event(&self, e: &wk_engine::Event) {
+        use wk_engine::Event as E;
+        let mut o = String::new();
+        match e {
+            E::Connected { host, addr } => {
+                let _ = writeln!(o, "connected  {host} ({addr})");
+            }
+            E::Check {
+                host,
+                id,
+                ok,
+                detail,
+                fix,
+            } => {
+                let _ = writeln!(
+                    o,
+                    "check      {host:<8} {id:<13} {}  {detail}",
+                    if *ok { "ok    " } else { "FAILED" }
+                );
+                if let Some(f) = fix {
+                    let _ = writeln!(o, "             fix: {f}");
+                }
+            }
+            E::Warning { message } => {
+                let _ = writeln!(o, "warning    {message}");
+            }
+            E::PlanReady {
+                steps,
+                fingerprint,
+                run_id,
+            } => {
+                let _ = writeln!(
+                    o,
+                    "plan       {steps} steps (fingerprint {}){}",
+                    &fingerprint[..16.min(fingerprint.len())],
+                    run_id
+                        .as_ref()
+                        .map(|r| format!(", journal .wkctl/runs/{r}"))
+                        .unwrap_or_else(|| ", dry run: nothing will change".into())
+                );
+            }
+            E::StepStarted { .. } => {}
+            E::StepDiff { diff, .. } => {
+                for l in diff.lines() {
+                    let _ = writeln!(o, "           {l}");
+                }
+            }
+            E::StepCommand { command, .. } => {
+                let _ = writeln!(o, "           $ {command}");
+            }
+            E::StepOk { id, host, note } => {
+                let _ = writeln!(o, "ok         {host:<8} {id:<28} {note}");
+            }
+            E::StepChanged { id, host, note } => {
+                let _ = writeln!(o, "changed    {host:<8} {id:<28} {note}");
+            }
+            E::StepFailed { id, host, error } => {
+                let _ = writeln!(o, "FAILED     {host:<8} {id:<28} {error}");
+            }
+            E::JoinStatus {
+                node,
+                id,
+                status,
+                text,
+            } => {
+                let _ = writeln!(o, "join       {node} ({id}): status {status} {text}");
+            }
+            E::Finished {
+                run_id,
+                dry_run,
+                changed,
+                ok,
+            } => {
+                let _ = writeln!(
+                    o,
+                    "{}       {changed} step(s) {}, {ok} already as wanted{}",
+                    if *dry_run { "dry-run" } else { "done   " },
+                    if *dry_run {
+                        "would change something"
+                    } else {
+                        "changed"
+                    },
+                    run_id
+                        .as_ref()
+                        .map(|r| format!("; journal .wkctl/runs/{r}"))
+                        .unwrap_or_default()
+                );
+            }
+        }
+        let mut out = std::io::stdout().lock();
+        let _ = std::io::Write::write_all(&mut out, o.as_bytes());
+        let _ = std::io::Write::flush(&mut out);
+    }
+}
+
+/// Events as JSON lines (stdout).
+pub struct JsonLines;
+
+impl wk_engine::Reporter for JsonLines {
+    fn event(&self, e: &wk_engine::Event) {
+        let mut out = std::io::stdout().lock();
+        let _ = serde_json::to_writer(&mut out, e);
+        let _ = std::io::Write::write_all(&mut out, b"\n");
+        let _ = std::io::Write::flush(&mut out);
+    }
+}
+
+/// Asks on the terminal (never echoed, never logged); without a terminal, answers nothing.
+pub struct TtyPrompter;
+
+impl wk_remote::ssh::Prompter for TtyPrompter {
+    fn passphrase(&self, key: &std::path::Path) -> Option<wk_remote::Secret> {
+        rpassword::prompt_password(format!("passphrase for {}: ", key.display()))
+            .ok()
+            .map(wk_remote::Secret::new)
+    }
+    fn password(&self, user: &str, host: &str) -> Option<wk_remote::Secret> {
+        rpassword::prompt_password(format!("password for {user}@{host}: "))
+            .ok()
+            .map(wk_remote::Secret::new)
+    }
+    fn keyboard_interactive(
+        &self,
+        user: &str,
+        host: &str,
+        prompts: &[(String, bool)],
+    ) -> Option<Vec<wk_remote::Secret>> {
+        prompts
+            .iter()
+            .map(|(p, _)| {
+                rpassword::prompt_password(format!("{user}@{host} {p}"))
+                    .ok()
+                    .map(wk_remote::Secret::new)
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,1398 @@
+//! The run: facts from every host, the cluster's own view of its members, preflight, then each
+//! step observed, changed if it must be (journaled first), and verified. A dry run stops after
+//! observing and reports the diffs and commands instead.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use wk_cluster::{Api, Health};
+use wk_compose::{edit, Selector};
+use wk_plan::inventory::{host_port, Node, NODE_PORTS, PORT_API, PORT_CLUSTER};
+use wk_plan::plan::{Action, HostFacts, Step};
+use wk_plan::playbook::ServiceSelector;
+use wk_plan::{Inventory, Plan, PlanRequest, Sources};
+use wk_remote::{shell, ExecRequest, Remote, RemoteError};
+
+use crate::events::{Event, Reporter};
+use crate::journal::{sha256_hex, Journal};
+
+/// Exit codes the CLI uses for each kind of failure (documented in `wkctl --help`).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The inventory, playbook or command line is wrong; nothing changed.
+    #[error("{0}")]
+    Input(String),
+    /// A host cannot be reached or used; nothing changed.
+    #[error("{0}")]
+    Host(String),
+    /// Preflight found problems; nothing changed.
+    #[error("preflight failed on {failed} check(s); nothing was changed. Fix them and run again")]
+    Preflight { failed: usize },
+    #[error("{host}: the cluster is locked by another run ({holder}) in {path}. Wait for it to finish; if it died, `wkctl expand --force-unlock` removes the lock")]
+    Locked {
+        host: String,
+        path: String,
+        holder: String,
+    },
+    /// A step failed; the journal says what was done.
+    #[error("step `{step}` on {host}: {message}")]
+    Step {
+        step: String,
+        host: String,
+        message: String,
+    },
+}
+
+impl EngineError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            EngineError::Input(_) => 2,
+            EngineError::Host(_) | EngineError::Preflight { .. } => 3,
+            EngineError::Locked { .. } => 4,
+            EngineError::Step { .. } => 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub add: Vec<String>,
+    pub dry_run: bool,
+    pub force_unlock: bool,
+    /// `.wkctl/runs` beside the inventory.
+    pub runs_dir: PathBuf,
+    /// The command line, for the journal.
+    pub command: String,
+    /// Who runs it (`user@machine`), for the lock.
+    pub owner: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub run_id: Option<String>,
+    pub plan: Plan,
+    pub changed: usize,
+    pub ok: usize,
+}
+
+/// What one host told us in one command.
+#[derive(Debug, Clone, Default)]
+struct HostState {
+    compose: Option<String>,
+    data_present: bool,
+    listening: BTreeSet<u16>,
+    reach: BTreeMap<String, String>,
+    lock: Option<String>,
+    compose_text: Option<String>,
+    prometheus_text: Option<String>,
+}
+
+pub struct Engine<R: Remote> {
+    inv: Inventory,
+    inv_text: String,
+    sources: Sources,
+    hosts: BTreeMap<String, Arc<R>>,
+    reporter: Arc<dyn Reporter>,
+}
+
+fn step_err(step: &Step, message: impl std::fmt::Display) -> EngineError {
+    EngineError::Step {
+        step: step.id.clone(),
+        host: step.host.clone(),
+        message: message.to_string(),
+    }
+}
+
+fn host_err(e: RemoteError) -> EngineError {
+    EngineError::Host(e.to_string())
+}
+
+fn split_addr(addr: &str) -> (String, u16) {
+    let (h, p) = addr.rsplit_once(':').unwrap_or((addr, "80"));
+    (
+        h.trim_start_matches('[').trim_end_matches(']').to_string(),
+        p.parse().unwrap_or(80),
+    )
+}
+
+/// The lines `compose ps` prints for a service, and whether it runs.
+fn running(ps: &str, service: &str) -> bool {
+    ps.lines().any(|l| {
+        l.split_whitespace().any(|w| w == service)
+            && (l.contains(" Up ") || l.contains("Up ") || l.contains("running"))
+    })
+}
+
+impl<R: Remote + 'static> Engine<R> {
+    pub fn new(
+        inv: Inventory,
+        inv_text: String,
+        sources: Sources,
+        hosts: BTreeMap<String, Arc<R>>,
+        reporter: Arc<dyn Reporter>,
+    ) -> Self {
+        Engine {
+            inv,
+            inv_text,
+            sources,
+            hosts,
+            reporter,
+        }
+    }
+
+    fn say(&self, e: Event) {
+        self.reporter.event(&e);
+    }
+
+    fn remote(&self, host: &str) -> Result<&Arc<R>, EngineError> {
+        self.hosts.get(host).ok_or_else(|| {
+            EngineError::Host(format!("{host}: not connected (is it in the inventory?)"))
+        })
+    }
+
+    /// One command per host: compose command, data dir, listening ports, reachability of the
+    /// peers it must reach, the run lock, the compose file and prometheus.yml.
+    async fn facts(
+        &self,
+        node: &Node,
+        reach: Vec<(String, u16)>,
+        gateway: bool,
+    ) -> Result<HostState, EngineError> {
+        let r = self.remote(&node.name)?;
+        let dir = &node.install_dir;
+        let mut script = String::from(
+            "if docker compose version >/dev/null 2>&1; then echo 'compose=docker compose'; elif docker-compose version >/dev/null 2>&1; then echo 'compose=docker-compose'; else echo compose=; fi\n",
+        );
+        script.push_str(&format!(
+            "if [ -n \"$(ls -A {d}/wukongim_data 2>/dev/null)\" ]; then echo data=1; else echo data=0; fi\n",
+            d = shell::path(dir)
+        ));
+        script.push_str("printf 'listening='; for f in /proc/net/tcp /proc/net/tcp6; do [ -r $f ] && while read -r sl local rem st rest; do [ \"$st\" = 0A ] && printf '%d ' \"0x${local##*:}\"; done < $f; done; echo\n");
+        for (h, p) in &reach {
+            script.push_str(&format!(
+                "if command -v bash >/dev/null; then o=$(timeout 3 bash -c 'exec 3<>/dev/tcp/{h}/{p}' 2>&1); c=$?; if [ $c = 0 ]; then echo 'reach {h}:{p}=open'; elif [ $c = 124 ]; then echo 'reach {h}:{p}=timeout'; else case \"$o\" in *refused*) echo 'reach {h}:{p}=refused';; *) echo 'reach {h}:{p}=unreachable';; esac; fi; else echo 'reach {h}:{p}=unknown'; fi\n"
+            ));
+        }
+        let lock = format!("{}/.wkctl.lock", dir.trim_end_matches('/'));
+        if gateway {
+            script.push_str(&format!(
+                "if [ -e {l} ]; then echo \"lock=$(tr '\\n' ' ' < {l})\"; fi\n",
+                l = shell::path(&lock)
+            ));
+        }
+        let out = r.run(ExecRequest::new(script)).await.map_err(host_err)?;
+        let mut st = HostState::default();
+        for line in out.stdout_str().lines() {
+            if let Some(v) = line.strip_prefix("compose=") {
+                st.compose = (!v.is_empty()).then(|| v.to_string());
+            } else if let Some(v) = line.strip_prefix("data=") {
+                st.data_present = v == "1";
+            } else if let Some(v) = line.strip_prefix("listening=") {
+                st.listening = v
+                    .split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .collect();
+            } else if let Some(v) = line.strip_prefix("reach ") {
+                if let Some((k, v)) = v.split_once('=') {
+                    st.reach.insert(k.to_string(), v.to_string());
+                }
+            } else if let Some(v) = line.strip_prefix("lock=") {
+                st.lock = Some(v.trim().to_string());
+            }
+        }
+        let compose_file = format!("{}/docker-compose.yml", dir.trim_end_matches('/'));
+        st.compose_text = r
+            .read_file(&compose_file)
+            .await
+            .map_err(host_err)?
+            .map(|f| String::from_utf8_lossy(&f.content).into_owned());
+        if gateway {
+            let p = wk_plan::plan::join_path(dir, &self.inv.gateway.prometheus_file);
+            st.prometheus_text = r
+                .read_file(&p)
+                .await
+                .map_err(host_err)?
+                .map(|f| String::from_utf8_lossy(&f.content).into_owned());
+        }
+        Ok(st)
+    }
+
+    /// The whole expansion (or its dry run).
+    pub async fn expand(&self, opts: &Options) -> Result<Outcome, EngineError> {
+        let inv = &self.inv;
+        inv.check_additions(&opts.add)
+            .map_err(|d| EngineError::Input(d.to_string()))?;
+        let seed = inv.seed_node().clone();
+        let gateway = inv.gateway_node().clone();
+        let added: Vec<Node> = opts
+            .add
+            .iter()
+            .map(|a| inv.node(a).expect("checked").clone())
+            .collect();
+
+        // Facts, from every host at once.
+        let mut wanted: Vec<Node> = vec![seed.clone()];
+        if gateway.name != seed.name {
+            wanted.push(gateway.clone());
+        }
+        wanted.extend(added.iter().cloned());
+        let mut jobs = Vec::new();
+        for n in &wanted {
+            let mut reach = Vec::new();
+            if added.iter().any(|a| a.name == n.name) {
+                reach.push((seed.internal_address.clone(), PORT_CLUSTER));
+            }
+            if n.name == gateway.name {
+                for a in &added {
+                    reach.push((a.internal_address.clone(), PORT_API));
+                }
+            }
+            jobs.push(self.facts(n, reach, n.name == gateway.name));
+        }
+        let mut states = BTreeMap::new();
+        for (n, st) in wanted.iter().zip(futures_all(jobs).await) {
+            states.insert(n.name.clone(), st?);
+        }
+
+        // The lock, before anything else: a second run is refused at once.
+        if let Some(holder) = &states[&gateway.name].lock {
+            if !opts.force_unlock {
+                return Err(EngineError::Locked {
+                    host: gateway.name.clone(),
+                    path: format!("{}/.wkctl.lock", gateway.install_dir),
+                    holder: holder.clone(),
+                });
+            }
+        }
+
+        // The seed's compose file: its WuKongIM service (found by image), token and JWT secret.
+        let seed_compose = states[&seed.name].compose_text.clone().unwrap_or_default();
+        let seed_service =
+            edit::find_service(&seed_compose, &Selector::ImageName("wukongim".into()));
+        let seed_env = match (&seed_service, wk_compose::value::parse(&seed_compose)) {
+            (Ok(s), Ok(doc)) => edit::service_env(&doc, s),
+            _ => Vec::new(),
+        };
+        let env_of = |k: &str| {
+            seed_env
+                .iter()
+                .find(|(ek, _)| ek == k)
+                .map(|(_, v)| v.clone())
+        };
+        let token = env_of("WK_MANAGERTOKEN");
+
+        // The cluster's own view of its members, through a tunnel from the seed.
+        let seed_r = self.remote(&seed.name)?;
+        let tunnel = seed_r
+            .tunnel(&seed.internal_address, PORT_API)
+            .await
+            .map_err(host_err)?;
+        let api = Api::new(&seed.name, tunnel.local, token.clone());
+        let health = api.health().await;
+        let members_api = api.simple_nodes().await;
+        drop(tunnel);
+
+        let mut checks: Vec<(String, String, bool, String, Option<String>)> = Vec::new();
+        let mut check = |host: &str, id: &str, ok: bool, detail: String, fix: Option<&str>| {
+            checks.push((
+                host.to_string(),
+                id.to_string(),
+                ok,
+                detail,
+                fix.map(str::to_string),
+            ));
+        };
+        let cluster = match &members_api {
+            Ok(m) => m.clone(),
+            Err(e) => {
+                check(
+                    &seed.name,
+                    "members",
+                    false,
+                    format!("cannot read the cluster's members: {e}"),
+                    Some("check that WuKongIM runs on the seed and answers on its API port"),
+                );
+                Vec::new()
+            }
+        };
+        // Nodes already joined with the address the inventory gives them: a re-run.
+        let already: BTreeSet<String> = added
+            .iter()
+            .filter(|a| {
+                cluster.iter().any(|c| {
+                    c.id == a.id as u64
+                        && c.cluster_addr == host_port(&a.internal_address, PORT_CLUSTER)
+                        && c.status == 3
+                })
+            })
+            .map(|a| a.name.clone())
+            .collect();
+        let members: Vec<String> = inv
+            .nodes
+            .iter()
+            .filter(|n| {
+                cluster.iter().any(|c| c.id == n.id as u64)
+                    && !added.iter().any(|a| a.name == n.name)
+            })
+            .map(|n| n.name.clone())
+            .collect();
+
+        // Preflight.
+        for n in &wanted {
+            let st = &states[&n.name];
+            check(
+                &n.name,
+                "ssh",
+                true,
+                format!("logged in to {}", host_port(&n.ssh.host, n.ssh.port)),
+                None,
+            );
+            check(
+                &n.name,
+                "compose",
+                st.compose.is_some(),
+                st.compose
+                    .clone()
+                    .map(|c| format!("`{c}` found"))
+                    .unwrap_or_else(|| "neither `docker compose` nor `docker-compose` runs".into()),
+                Some("install Docker Compose on the host"),
+            );
+        }
+        for a in &added {
+            let st = &states[&a.name];
+            if already.contains(&a.name) {
+                check(
+                    &a.name,
+                    "joined",
+                    true,
+                    "already a member at status 3 (已加入)".into(),
+                    None,
+                );
+                continue;
+            }
+            check(
+                &a.name,
+                "install-dir",
+                !st.data_present,
+                if st.data_present { format!("{}/wukongim_data holds data", a.install_dir) } else { format!("{} holds no WuKongIM data", a.install_dir) },
+                Some("a data dir that holds a cluster config never joins again: move it away (after checking it is not needed)"),
+            );
+            let busy: Vec<String> = NODE_PORTS
+                .iter()
+                .filter(|p| st.listening.contains(p))
+                .map(|p| p.to_string())
+                .collect();
+            check(
+                &a.name,
+                "ports-free",
+                busy.is_empty(),
+                if busy.is_empty() {
+                    "5001, 5100, 5200, 5300, 5172, 11110 are free".into()
+                } else {
+                    format!("port(s) {} are in use", busy.join(", "))
+                },
+                Some("stop what listens there, or add another host"),
+            );
+            let key = host_port(&seed.internal_address, PORT_CLUSTER);
+            let r = st.reach.get(&key).cloned().unwrap_or_default();
+            check(&a.name, "reach-seed", r == "open", format!("{key} from {}: {r}", a.name), Some("open port 11110 between the nodes (the seed document's port table leaves it out)"));
+            if let Some(c) = cluster.iter().find(|c| c.id == a.id as u64) {
+                check(
+                    &seed.name,
+                    "ids-free",
+                    false,
+                    format!("id {} is already taken by {} in the cluster; a join with it would silently replace that node", a.id, c.cluster_addr),
+                    Some("give the new node an unused id in the inventory"),
+                );
+            }
+            let gst = &states[&gateway.name];
+            let key = host_port(&a.internal_address, PORT_API);
+            let r = gst.reach.get(&key).cloned().unwrap_or_default();
+            check(
+                &gateway.name,
+                "reach-new",
+                r == "open" || r == "refused",
+                format!("{key} from {}: {r}", gateway.name),
+                Some("open port 5001 from the gateway to the new node"),
+            );
+        }
+        match &health {
+            Ok(Health::Ok) => check(
+                &seed.name,
+                "health",
+                true,
+                "/health answers 200".into(),
+                None,
+            ),
+            Ok(Health::Error(m)) => check(
+                &seed.name,
+                "health",
+                false,
+                format!("/health: {m}"),
+                Some("the cluster must be healthy before it grows"),
+            ),
+            Err(e) => check(
+                &seed.name,
+                "health",
+                false,
+                e.to_string(),
+                Some("check that WuKongIM runs on the seed"),
+            ),
+        }
+        match &seed_service {
+            Ok(s) => check(
+                &seed.name,
+                "service",
+                true,
+                format!("service `{s}` runs the WuKongIM image"),
+                None,
+            ),
+            Err(e) => check(
+                &seed.name,
+                "service",
+                false,
+                format!("{}/docker-compose.yml: {e}", seed.install_dir),
+                Some("wkctl finds WuKongIM by its image in the compose file"),
+            ),
+        }
+        if let (Ok(s), Ok(doc)) = (&seed_service, wk_compose::value::parse(&seed_compose)) {
+            let image = doc
+                .get("services")
+                .and_then(|x| x.get(s))
+                .and_then(|x| x.get("image"))
+                .and_then(|i| i.scalar())
+                .unwrap_or_default();
+            let tag = |i: &str| {
+                i.rsplit_once(':')
+                    .map(|(_, t)| t.to_string())
+                    .unwrap_or_else(|| "latest".into())
+            };
+            check(
+                &seed.name,
+                "image-tag",
+                tag(&image) == tag(&inv.image),
+                format!("the seed runs {image}; new nodes get {}", inv.image),
+                Some("give `image:` in the inventory the tag the cluster runs"),
+            );
+        }
+        if let Some(me) = cluster.iter().find(|c| c.id == seed.id as u64) {
+            let want = host_port(&seed.internal_address, PORT_CLUSTER);
+            check(
+                &seed.name,
+                "cluster-addr",
+                me.cluster_addr == want,
+                format!("the cluster knows {} at {} (inventory: {want})", seed.name, me.cluster_addr),
+                Some("WuKongIM fixed the cluster address at the seed's first boot; new nodes would dial it. Make the inventory's internal_address match, or fix the seed first"),
+            );
+        } else if members_api.is_ok() {
+            check(
+                &seed.name,
+                "cluster-addr",
+                false,
+                format!("node {} is not in the cluster's member list", seed.id),
+                Some("check the seed's WK_CLUSTER_NODEID and the inventory's id"),
+            );
+        }
+        if gateway.name == seed.name || states.contains_key(&gateway.name) {
+            let p = &states[&gateway.name].prometheus_text;
+            let ok = p
+                .as_deref()
+                .is_some_and(|t| wk_compose::value::parse(t).is_ok());
+            check(
+                &gateway.name,
+                "prometheus",
+                ok,
+                format!(
+                    "{} {}",
+                    self.inv.gateway.prometheus_file,
+                    if ok {
+                        "parses"
+                    } else {
+                        "is missing or does not parse"
+                    }
+                ),
+                Some("the single-node deployment's prometheus.yml must be there"),
+            );
+        }
+        let mut failed = 0;
+        for (host, id, ok, detail, fix) in checks {
+            if !ok {
+                failed += 1;
+            }
+            self.say(Event::Check {
+                host,
+                id,
+                ok,
+                detail,
+                fix: if ok { None } else { fix },
+            });
+        }
+        if env_of("WK_JWT_SECRET").is_some() {
+            self.say(Event::Warning { message: "node1 sets WK_JWT_SECRET: the new nodes get the same value, or admin logins would fail across the load balancer".into() });
+        }
+        if token.is_some() {
+            self.say(Event::Warning { message: "node1 sets WK_MANAGERTOKEN, which WuKongIM v2 clusters do not support (#159, #533); API calls send its `token` header".into() });
+        }
+        if failed > 0 {
+            return Err(EngineError::Preflight { failed });
+        }
+
+        // The plan, with what the hosts told.
+        let mut facts = BTreeMap::new();
+        for (name, st) in &states {
+            let svc = st
+                .compose_text
+                .as_deref()
+                .and_then(|t| edit::find_service(t, &Selector::ImageName("wukongim".into())).ok());
+            facts.insert(
+                name.clone(),
+                HostFacts {
+                    compose: st.compose.clone(),
+                    wukongim_service: svc,
+                },
+            );
+        }
+        let extra_env = env_of("WK_JWT_SECRET")
+            .map(|s| vec![format!("WK_JWT_SECRET={s}")])
+            .unwrap_or_default();
+        let req = PlanRequest {
+            add: opts.add.clone(),
+            members: Some(members),
+            facts,
+            extra_env,
+        };
+        let plan = wk_plan::build(inv, &self.inv_text, &self.sources, &req)
+            .map_err(|e| EngineError::Input(e.to_string()))?;
+
+        let mut journal = if opts.dry_run {
+            None
+        } else {
+            std::fs::create_dir_all(&opts.runs_dir).map_err(|e| {
+                EngineError::Host(format!("cannot create {}: {e}", opts.runs_dir.display()))
+            })?;
+            Some(
+                Journal::create(&opts.runs_dir, &plan, &opts.command).map_err(|e| {
+                    EngineError::Host(format!(
+                        "cannot write the journal in {}: {e}",
+                        opts.runs_dir.display()
+                    ))
+                })?,
+            )
+        };
+        let run_id = journal.as_ref().map(|j| j.run_id.clone());
+        self.say(Event::PlanReady {
+            steps: plan.steps.len(),
+            fingerprint: plan.fingerprint.clone(),
+            run_id: run_id.clone(),
+        });
+
+        let mut ctx = Ctx {
+            dry: opts.dry_run,
+            changed_paths: BTreeSet::new(),
+            changed: 0,
+            ok: 0,
+            owner: opts.owner.clone(),
+            run_id: run_id.clone().unwrap_or_default(),
+            force_unlock: opts.force_unlock,
+            token,
+        };
+        let total = plan.steps.len();
+        for (i, step) in plan.steps.iter().enumerate() {
+            self.say(Event::StepStarted {
+                n: i + 1,
+                total,
+                id: step.id.clone(),
+                host: step.host.clone(),
+                title: step.title.clone(),
+            });
+            if let Some(j) = journal.as_mut() {
+                j.append(json!({"type": "step_started", "step": step.id, "host": step.host}))
+                    .map_err(|e| step_err(step, e))?;
+            }
+            match self.step(step, &plan, &mut ctx, journal.as_mut()).await {
+                Ok(Done::Ok(note)) => {
+                    ctx.ok += 1;
+                    if let Some(j) = journal.as_mut() {
+                        j.append(
+                            json!({"type": "ok", "step": step.id, "host": step.host, "note": note}),
+                        )
+                        .map_err(|e| step_err(step, e))?;
+                    }
+                    self.say(Event::StepOk {
+                        id: step.id.clone(),
+                        host: step.host.clone(),
+                        note,
+                    });
+                }
+                Ok(Done::Changed(note)) => {
+                    ctx.changed += 1;
+                    if let Some(j) = journal.as_mut() {
+                        j.append(json!({"type": "verified", "step": step.id, "host": step.host, "note": note})).map_err(|e| step_err(step, e))?;
+                    }
+                    self.say(Event::StepChanged {
+                        id: step.id.clone(),
+                        host: step.host.clone(),
+                        note,
+                    });
+                }
+                Err(e) => {
+                    if let Some(j) = journal.as_mut() {
+                        let _ = j.append(json!({"type": "failed", "step": step.id, "host": step.host, "error": e.to_string()}));
+                        let _ = j.append(json!({"type": "run_stopped"}));
+                    }
+                    self.say(Event::StepFailed {
+                        id: step.id.clone(),
+                        host: step.host.clone(),
+                        error: e.to_string(),
+                    });
+                    return Err(e);
+                }
+            }
+        }
+        if let Some(j) = journal.as_mut() {
+            let _ = j.append(json!({"type": "run_finished", "changed": ctx.changed, "ok": ctx.ok}));
+        }
+        self.say(Event::Finished {
+            run_id: run_id.clone(),
+            dry_run: opts.dry_run,
+            changed: ctx.changed,
+            ok: ctx.ok,
+        });
+        Ok(Outcome {
+            run_id,
+            plan,
+            changed: ctx.changed,
+            ok: ctx.ok,
+        })
+    }
+}
+
+struct Ctx {
+    dry: bool,
+    changed_paths: BTreeSet<(String, String)>,
+    changed: usize,
+    ok: usize,
+    owner: String,
+    run_id: String,
+    force_unlock: bool,
+    token: Option<String>,
+}
+
+enum Done {
+    Ok(String),
+    Changed(String),
+}
+
+fn unified(path: &str, old: &str, new: &str) -> String {
+    similar::TextDiff::from_lines(old, new)
+        .unified_diff()
+        .context_radius(2)
+        .header(&format!("{path} (now)"), &format!("{path} (after)"))
+        .to_string()
+}
+
+impl<R: Remote + 'static> Engine<R> {
+    async fn exec(
+        &self,
+        step: &Step,
+        r: &R,
+        command: &wk_plan::plan::Command,
+    ) -> Result<String, EngineError> {
+        let out = r
+            .exec(ExecRequest::new(command.run.clone()).timeout(Duration::from_secs(600)))
+            .await
+            .map_err(|e| step_err(step, e))?;
+        if !out.success() {
+            return Err(step_err(
+                step,
+                format!(
+                    "`{}` failed ({:?}): {}{}",
+                    command.run,
+                    out.status,
+                    out.stderr_str().trim(),
+                    out.stdout_str().trim()
+                ),
+            ));
+        }
+        Ok(out.stdout_str())
+    }
+
+    async fn compose_ps(&self, step: &Step, r: &R, dir: &str) -> Result<String, EngineError> {
+        let out = r
+            .exec(ExecRequest::new(format!(
+                "cd {} && {} ps",
+                shell::path(dir),
+                self.compose_cmd(step)?
+            )))
+            .await
+            .map_err(|e| step_err(step, e))?;
+        Ok(out.stdout_str())
+    }
+
+    /// The compose program of a step's command line (after `cd … &&` and any sudo).
+    fn compose_cmd(&self, step: &Step) -> Result<String, EngineError> {
+        let run = step
+            .action
+            .commands()
+            .first()
+            .map(|c| c.run.clone())
+            .unwrap_or_default();
+        let after = run.split(" && ").nth(1).unwrap_or("");
+        let words: Vec<&str> = after.split_whitespace().collect();
+        let i = words
+            .iter()
+            .position(|w| *w == "docker" || *w == "docker-compose")
+            .ok_or_else(|| step_err(step, "no compose command in the plan"))?;
+        let prefix = words[..i].join(" ");
+        let prog = if words[i] == "docker" {
+            "docker compose"
+        } else {
+            "docker-compose"
+        };
+        Ok(if prefix.is_empty() {
+            prog.to_string()
+        } else {
+            format!("{prefix} {prog}")
+        })
+    }
+
+    /// Observe a file, compute what it should be, and (unless dry) journal and write it.
+    async fn file_step(
+        &self,
+        step: &Step,
+        ctx: &mut Ctx,
+        journal: Option<&mut Journal>,
+        path: &str,
+        mode: Option<u32>,
+        want: impl FnOnce(Option<&str>) -> Result<String, String>,
+    ) -> Result<Done, EngineError> {
+        let r = self.remote(&step.host)?;
+        let old = r.read_file(path).await.map_err(|e| step_err(step, e))?;
+        let old_text = old
+            .as_ref()
+            .map(|f| String::from_utf8_lossy(&f.content).into_owned());
+        let new = want(old_text.as_deref()).map_err(|e| step_err(step, format!("{path}: {e}")))?;
+        let same_mode =
+            mode.is_none() || old.as_ref().map(|f| Some(f.mode) == mode).unwrap_or(false);
+        if old.as_ref().is_some_and(|f| f.content == new.as_bytes()) && same_mode {
+            return Ok(Done::Ok(format!("{path} is already as wanted")));
+        }
+        if ctx.dry {
+            let diff = unified(path, old_text.as_deref().unwrap_or(""), &new);
+            self.say(Event::StepDiff {
+                id: step.id.clone(),
+                host: step.host.clone(),
+                path: path.to_string(),
+                diff,
+            });
+            return Ok(Done::Changed(format!(
+                "would {} {path}",
+                if old.is_some() { "change" } else { "create" }
+            )));
+        }
+        let journal = journal.expect("a journal when not dry");
+        let copy = match &old {
+            Some(f) => Some(
+                journal
+                    .save_before(&step.id, &f.content)
+                    .map_err(|e| step_err(step, e))?,
+            ),
+            None => None,
+        };
+        journal
+            .append(json!({
+                "type": "before_image", "step": step.id, "host": step.host, "path": path,
+                "existed": old.is_some(), "mode": old.as_ref().map(|f| f.mode),
+                "sha256": old.as_ref().map(|f| sha256_hex(&f.content)), "copy": copy,
+                "backup": old.as_ref().map(|_| format!("{path}.wkctl-{}.bak", ctx.run_id)),
+            }))
+            .map_err(|e| step_err(step, e))?;
+        if old.is_some() {
+            // A backup stays on the host too.
+            let cmd = format!(
+                "cp -p -- {} {}",
+                shell::path(path),
+                shell::path(&format!("{path}.wkctl-{}.bak", ctx.run_id))
+            );
+            r.run(ExecRequest::new(cmd))
+                .await
+                .map_err(|e| step_err(step, e))?;
+        }
+        r.write_file(path, new.as_bytes(), mode.or(old.as_ref().map(|f| f.mode)))
+            .await
+            .map_err(|e| step_err(step, e))?;
+        journal.append(json!({"type": "applied", "step": step.id, "host": step.host, "path": path, "sha256": sha256_hex(new.as_bytes())})).map_err(|e| step_err(step, e))?;
+        let back = r.read_file(path).await.map_err(|e| step_err(step, e))?;
+        if back.map(|f| f.content) != Some(new.into_bytes()) {
+            return Err(step_err(
+                step,
+                format!("{path} does not read back as written"),
+            ));
+        }
+        ctx.changed_paths
+            .insert((step.host.clone(), path.to_string()));
+        Ok(Done::Changed(format!(
+            "{} {path}",
+            if old.is_some() { "changed" } else { "created" }
+        )))
+    }
+
+    async fn step(
+        &self,
+        step: &Step,
+        plan: &Plan,
+        ctx: &mut Ctx,
+        journal: Option<&mut Journal>,
+    ) -> Result<Done, EngineError> {
+        let r = self.remote(&step.host)?.clone();
+        match &step.action {
+            Action::Preflight { checks } => Ok(Done::Ok(format!("{} checks passed", checks.len()))),
+            Action::Lock { path } => {
+                if ctx.dry {
+                    return Ok(Done::Ok(format!("would take {path}")));
+                }
+                let content = format!(
+                    "owner={} run={} time={}\n",
+                    ctx.owner,
+                    ctx.run_id,
+                    journal.as_ref().map(|_| "now").unwrap_or("")
+                );
+                if ctx.force_unlock {
+                    r.remove(path).await.map_err(|e| step_err(step, e))?;
+                }
+                let out = r
+                    .exec(
+                        ExecRequest::new(format!("set -C; cat > {}", shell::path(path)))
+                            .stdin(content),
+                    )
+                    .await
+                    .map_err(|e| step_err(step, e))?;
+                if !out.success() {
+                    let holder = r
+                        .read_file(path)
+                        .await
+                        .ok()
+                        .flatten()
+                        .map(|f| String::from_utf8_lossy(&f.content).trim().to_string())
+                        .unwrap_or_default();
+                    return Err(EngineError::Locked {
+                        host: step.host.clone(),
+                        path: path.clone(),
+                        holder,
+                    });
+                }
+                if let Some(j) = journal {
+                    j.append(json!({"type": "before_image", "step": step.id, "host": step.host, "path": path, "existed": false})).map_err(|e| step_err(step, e))?;
+                }
+                Ok(Done::Ok(format!("took {path} (released at the end)")))
+            }
+            Action::Unlock { path } => {
+                if ctx.dry {
+                    return Ok(Done::Ok(format!("would release {path}")));
+                }
+                let held = r.read_file(path).await.map_err(|e| step_err(step, e))?;
+                match held {
+                    Some(f)
+                        if String::from_utf8_lossy(&f.content)
+                            .contains(&format!("run={}", ctx.run_id)) =>
+                    {
+                        r.remove(path).await.map_err(|e| step_err(step, e))?;
+                        Ok(Done::Ok(format!("released {path}")))
+                    }
+                    Some(_) => Err(step_err(
+                        step,
+                        format!("{path} is held by another run; left alone"),
+                    )),
+                    None => Ok(Done::Ok("no lock to release".into())),
+                }
+            }
+            Action::Mkdir {
+                path,
+                mode,
+                command,
+            } => {
+                if r.stat(path)
+                    .await
+                    .map_err(|e| step_err(step, e))?
+                    .is_some_and(|s| s.is_dir)
+                {
+                    return Ok(Done::Ok(format!("{path} exists")));
+                }
+                if ctx.dry {
+                    self.say(Event::StepCommand {
+                        id: step.id.clone(),
+                        host: step.host.clone(),
+                        command: command.run.clone(),
+                    });
+                    return Ok(Done::Changed(format!("would create {path}")));
+                }
+                if let Some(j) = journal {
+                    j.append(json!({"type": "before_image", "step": step.id, "host": step.host, "path": path, "existed": false, "dir": true})).map_err(|e| step_err(step, e))?;
+                }
+                r.mkdir_p(path, *mode)
+                    .await
+                    .map_err(|e| step_err(step, e))?;
+                Ok(Done::Changed(format!("created {path}")))
+            }
+            Action::Template {
+                dest,
+                mode,
+                content,
+                ..
+            } => {
+                let c = content.clone();
+                self.file_step(step, ctx, journal, dest, Some(*mode), move |_| Ok(c))
+                    .await
+            }
+            Action::ComposeEnv { file, service, env } => {
+                let sel = match service {
+                    ServiceSelector::Name(n) => Selector::Name(n.clone()),
+                    ServiceSelector::ImageName(i) => Selector::ImageName(i.clone()),
+                };
+                let env = env.clone();
+                self.file_step(step, ctx, journal, file, None, move |old| {
+                    let old = old.ok_or("the compose file is missing")?;
+                    edit::set_env(old, &sel, &env).map_err(|e| e.to_string())
+                })
+                .await
+            }
+            Action::ComposeService {
+                file,
+                service,
+                content,
+            } => {
+                let (s, c) = (service.clone(), content.clone());
+                self.file_step(step, ctx, journal, file, None, move |old| {
+                    let old = old.ok_or("the compose file is missing")?;
+                    edit::set_service(old, &s, &c).map_err(|e| e.to_string())
+                })
+                .await
+            }
+            Action::PrometheusJob { file, content, .. } => {
+                let c = content.clone();
+                self.file_step(step, ctx, journal, file, None, move |old| {
+                    let old = old.ok_or("prometheus.yml is missing")?;
+                    edit::set_prometheus_jobs(old, &c).map_err(|e| e.to_string())
+                })
+                .await
+            }
+            Action::ComposeUp {
+                dir,
+                services,
+                command,
+            } => {
+                let compose_file = format!("{}/docker-compose.yml", dir.trim_end_matches('/'));
+                let nginx_conf = format!("{}/nginx.conf", dir.trim_end_matches('/'));
+                let changed = ctx
+                    .changed_paths
+                    .contains(&(step.host.clone(), compose_file.clone()));
+                let conf_changed = ctx
+                    .changed_paths
+                    .contains(&(step.host.clone(), nginx_conf.clone()));
+                let ps = self.compose_ps(step, &r, dir).await?;
+                let names: Vec<String> = command
+                    .run
+                    .split_whitespace()
+                    .skip_while(|w| *w != "-d")
+                    .skip(1)
+                    .map(str::to_string)
+                    .collect();
+                let all_running = if names.is_empty() {
+                    ps.lines().count() > 1 && !ps.contains("Restarting") && !ps.contains("Exited")
+                } else {
+                    names.iter().all(|n| running(&ps, n))
+                };
+                let nginx = services
+                    .iter()
+                    .any(|s| *s == ServiceSelector::Name("nginx".into()));
+                if !changed && all_running && !(nginx && conf_changed) {
+                    return Ok(Done::Ok(
+                        "running, and its configuration did not change".into(),
+                    ));
+                }
+                if ctx.dry {
+                    self.say(Event::StepCommand {
+                        id: step.id.clone(),
+                        host: step.host.clone(),
+                        command: command.run.clone(),
+                    });
+                    return Ok(Done::Changed("would (re)start".into()));
+                }
+                let reload = nginx && conf_changed && all_running && !changed;
+                if reload {
+                    let cmd = format!(
+                        "cd {} && {} kill -s HUP nginx",
+                        shell::path(dir),
+                        self.compose_cmd(step)?
+                    );
+                    self.exec(
+                        step,
+                        &r,
+                        &wk_plan::plan::Command {
+                            run: cmd,
+                            sudo: command.sudo,
+                        },
+                    )
+                    .await?;
+                } else {
+                    self.exec(step, &r, command).await?;
+                }
+                // Verify: every service it started runs.
+                let t = Instant::now();
+                loop {
+                    let ps = self.compose_ps(step, &r, dir).await?;
+                    let ok = if names.is_empty() {
+                        ps.lines().count() > 1 && !ps.contains("Restarting")
+                    } else {
+                        names.iter().all(|n| running(&ps, n))
+                    };
+                    if ok {
+                        break;
+                    }
+                    if t.elapsed() > Duration::from_secs(20) {
+                        return Err(step_err(step, format!("services did not start:\n{ps}")));
+                    }
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                Ok(Done::Changed(if reload {
+                    "nginx reloaded".into()
+                } else {
+                    format!(
+                        "up: {}",
+                        if names.is_empty() {
+                            "all services".into()
+                        } else {
+                            names.join(", ")
+                        }
+                    )
+                }))
+            }
+            Action::ComposeSignal {
+                dir,
+                service,
+                command,
+                ..
+            } => {
+                let prom = wk_plan::plan::join_path(dir, &self.inv.gateway.prometheus_file);
+                if !ctx.changed_paths.contains(&(step.host.clone(), prom)) {
+                    return Ok(Done::Ok("its configuration did not change".into()));
+                }
+                let name = match service {
+                    ServiceSelector::Name(n) => n.clone(),
+                    ServiceSelector::ImageName(i) => i.clone(),
+                };
+                let ps = self.compose_ps(step, &r, dir).await?;
+                if !running(&ps, &name) {
+                    return Ok(Done::Ok(format!(
+                        "{name} does not run here; nothing to reload"
+                    )));
+                }
+                if ctx.dry {
+                    self.say(Event::StepCommand {
+                        id: step.id.clone(),
+                        host: step.host.clone(),
+                        command: command.run.clone(),
+                    });
+                    return Ok(Done::Changed("would signal".into()));
+                }
+                self.exec(step, &r, command).await?;
+                Ok(Done::Changed(format!("{name} reloaded its configuration")))
+            }
+            Action::WaitHealth {
+                address,
+                path,
+                timeout_secs,
+            } => {
+                if ctx.dry {
+                    return Ok(Done::Ok(format!("would wait for http://{address}{path}")));
+                }
+                let (h, p) = split_addr(address);
+                let t = Instant::now();
+                let mut last = String::new();
+                while t.elapsed() < Duration::from_secs(*timeout_secs) {
+                    if let Ok(tunnel) = r.tunnel(&h, p).await {
+                        let api = Api::new(&step.host, tunnel.local, ctx.token.clone());
+                        match api.health().await {
+                            Ok(Health::Ok) => {
+                                return Ok(Done::Ok(format!("http://{address}{path} answers 200")))
+                            }
+                            Ok(Health::Error(m)) => last = m,
+                            Err(e) => last = e.to_string(),
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(step_err(step, format!("http://{address}{path} did not answer 200 within {timeout_secs} s (last: {last})")))
+            }
+            Action::WaitJoined {
+                node_id,
+                timeout_secs,
+            } => {
+                if ctx.dry {
+                    return Ok(Done::Ok(format!(
+                        "would wait for node {node_id} to reach 已加入"
+                    )));
+                }
+                self.wait_joined(
+                    step,
+                    plan,
+                    *node_id,
+                    Duration::from_secs(*timeout_secs),
+                    ctx,
+                )
+                .await
+            }
+            Action::Command { command, .. } => {
+                if ctx.dry {
+                    self.say(Event::StepCommand {
+                        id: step.id.clone(),
+                        host: step.host.clone(),
+                        command: command.run.clone(),
+                    });
+                    return Ok(Done::Changed("would run".into()));
+                }
+                self.exec(step, &r, command).await?;
+                Ok(Done::Changed("ran".into()))
+            }
+        }
+    }
+
+    /// Status 3 on every member's view; statuses are reported as they change. When the node
+    /// stays at 加入中 (#529), the fallback: online, slots, /health on every node, nothing moving.
+    async fn wait_joined(
+        &self,
+        step: &Step,
+        plan: &Plan,
+        node_id: u16,
+        timeout: Duration,
+        ctx: &Ctx,
+    ) -> Result<Done, EngineError> {
+        let mut apis = Vec::new();
+        let mut tunnels = Vec::new();
+        for m in &plan.members_after {
+            let r = self.remote(&m.name)?;
+            let t = r
+                .tunnel(&m.internal_address, PORT_API)
+                .await
+                .map_err(|e| step_err(step, e))?;
+            apis.push((
+                m.name.clone(),
+                Api::new(&m.name, t.local, ctx.token.clone()),
+            ));
+            tunnels.push(t);
+        }
+        let node = plan
+            .members_after
+            .iter()
+            .find(|m| m.id == node_id)
+            .map(|m| m.name.clone())
+            .unwrap_or_default();
+        let start = Instant::now();
+        let mut last_status = 0u8;
+        let mut polls = 0;
+        loop {
+            polls += 1;
+            let mut all = true;
+            let mut status_seen = 0u8;
+            for (_, api) in &apis {
+                match api.simple_nodes().await {
+                    Ok(list) => {
+                        let s = list
+                            .iter()
+                            .find(|n| n.id == node_id as u64)
+                            .map(|n| n.status)
+                            .unwrap_or(0);
+                        status_seen = status_seen.max(s);
+                        all &= s == 3;
+                    }
+                    Err(_) => all = false,
+                }
+            }
+            if status_seen != last_status && status_seen != 0 {
+                last_status = status_seen;
+                self.say(Event::JoinStatus {
+                    node: node.clone(),
+                    id: node_id as u64,
+                    status: status_seen,
+                    text: wk_cluster::status_text(status_seen).into(),
+                });
+            }
+            if all {
+                if polls == 1 {
+                    return Ok(Done::Ok(format!(
+                        "node {node_id} was already 已加入 on every member"
+                    )));
+                }
+                return Ok(Done::Changed(format!(
+                    "node {node_id} is 已加入 on every member"
+                )));
+            }
+            if start.elapsed() >= timeout {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        // Stuck at 加入中 (#529): accept the join if everything else says it worked.
+        let mut reasons = Vec::new();
+        for (name, api) in &apis {
+            match api.health().await {
+                Ok(Health::Ok) => {}
+                other => reasons.push(format!("{name}: /health {other:?}")),
+            }
+            if let Ok(n) = api.slots_migrating().await {
+                if n > 0 {
+                    reasons.push(format!("{name}: {n} slot(s) still migrating"));
+                }
+            }
+        }
+        if let Some((_, api)) = apis.first() {
+            if let Ok(list) = api.simple_nodes().await {
+                match list.iter().find(|n| n.id == node_id as u64) {
+                    Some(n) if n.online == 1 && n.slot_count > 0 => {}
+                    Some(n) => reasons.push(format!(
+                        "node {node_id}: online={} slot_count={}",
+                        n.online, n.slot_count
+                    )),
+                    None => reasons.push(format!("node {node_id} is not a member")),
+                }
+            }
+        }
+        if reasons.is_empty() && last_status == 2 {
+            self.say(Event::Warning { message: format!("node {node_id} stays at 加入中 (WuKongIM #529) but is online, has slots, every node is healthy and no slot is moving: taken as joined") });
+            return Ok(Done::Changed(format!(
+                "node {node_id} works (still shown as 加入中)"
+            )));
+        }
+        Err(step_err(
+            step,
+            format!(
+                "node {node_id} did not reach 已加入 within {} s (last seen: {}); {}",
+                timeout.as_secs(),
+                wk_cluster::status_text(last_status),
+                if reasons.is_empty() {
+                    "see the node's logs (`docker compose logs`)".into()
+                } else {
+                    reasons.join("; ")
+                }
+            ),
+        ))
+    }
+}
+
+async fn futures_all<T>(jobs: Vec<impl std::future::Future<Output = T>>) -> Vec<T> {
+    let mut out = Vec::with_capacity(jobs.len());
+    // The futures borrow the engine, so they are joined here rather than spawned.
+    let mut pinned: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = T> + '_>>> =
+        jobs.into_iter().map(|j| Box::pin(j) as _).collect();
+    let mut results: Vec<Option<T>> = (0..pinned.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in pinned.iter_mut().enumerate() {
+            if results[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => results[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    for r in results {
+        out.push(r.expect("every future finished"));
+    }
+    out
+}
+
+/// Connects to every host of the inventory, concurrently: one SSH connection each.
+pub async fn connect_all(
+    inv: &Inventory,
+    prompter: Arc<dyn wk_remote::ssh::Prompter>,
+    sudo_password: Option<wk_remote::Secret>,
+    reporter: &dyn Reporter,
+) -> Result<BTreeMap<String, Arc<wk_remote::SshRemote>>, EngineError> {
+    use wk_plan::inventory::{HostKeyPolicy as P, SudoMode};
+    use wk_remote::ssh::{Hop, HostKeyPolicy, SshOptions};
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let mut tasks = Vec::new();
+    for n in &inv.nodes {
+        let mut o = SshOptions::new(&n.name, &n.ssh.host);
+        o.port = Some(n.ssh.port);
+        o.user = n.ssh.user.clone();
+        o.identity_files = n
+            .ssh
+            .identity_files
+            .iter()
+            .map(|f| {
+                PathBuf::from(
+                    f.strip_prefix("~/")
+                        .map(|r| home.join(r).display().to_string())
+                        .unwrap_or_else(|| f.clone()),
+                )
+            })
+            .collect();
+        o.jump = n
+            .ssh
+            .jump
+            .iter()
+            .map(|j| Hop {
+                user: j.user.clone(),
+                host: j.host.clone(),
+                port: Some(j.port),
+            })
+            .collect();
+        o.host_key_policy = match n.ssh.host_key_policy {
+            P::Strict => HostKeyPolicy::Strict,
+            P::AcceptNew => HostKeyPolicy::AcceptNew,
+        };
+        if let Some(k) = &n.ssh.known_hosts {
+            o.known_hosts.insert(
+                0,
+                PathBuf::from(
+                    k.strip_prefix("~/")
+                        .map(|r| home.join(r).display().to_string())
+                        .unwrap_or_else(|| k.clone()),
+                ),
+            );
+        }
+        o.sudo = match n.ssh.sudo {
+            SudoMode::None => wk_remote::Sudo::None,
+            SudoMode::Passwordless => wk_remote::Sudo::Passwordless,
+            SudoMode::Password => wk_remote::Sudo::Password(sudo_password.clone().ok_or_else(|| EngineError::Input(format!("{}: `sudo: password` needs the sudo password (asked at start, or WKCTL_SUDO_PASSWORD)", n.name)))?),
+        };
+        let p = prompter.clone();
+        let addr = host_port(&n.ssh.host, n.ssh.port);
+        let name = n.name.clone();
+        tasks.push(tokio::spawn(async move {
+            (name, addr, wk_remote::SshRemote::connect(o, p).await)
+        }));
+    }
+    let mut hosts = BTreeMap::new();
+    let mut errors = Vec::new();
+    for t in tasks {
+        let (name, addr, r) = t.await.map_err(|e| EngineError::Host(e.to_string()))?;
+        match r {
+            Ok(r) => {
+                reporter.event(&Event::Connected {
+                    host: name.clone(),
+                    addr,
+                });
+                hosts.insert(name, Arc::new(r));
+            }
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(EngineError::Host(errors.join("\n")));
+    }
+    Ok(hosts)
+}
