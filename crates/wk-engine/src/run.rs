@@ -81,6 +81,8 @@ pub struct Outcome {
 /// What one host told us in one command.
 #[derive(Debug, Clone, Default)]
 struct HostState {
+    /// `None` when the host uses no sudo; else whether `sudo true` worked, and why not.
+    sudo: Option<Result<(), String>>,
     compose: Option<String>,
     data_present: bool,
     listening: BTreeSet<u16>,
@@ -185,6 +187,13 @@ impl<R: Remote + 'static> Engine<R> {
         }
         let out = r.run(ExecRequest::new(script)).await.map_err(host_err)?;
         let mut st = HostState::default();
+        if node.ssh.sudo != wk_plan::inventory::SudoMode::None {
+            st.sudo = Some(match r.exec(ExecRequest::new("true").sudo(true)).await {
+                Ok(o) if o.success() => Ok(()),
+                Ok(o) => Err(o.stderr_str().trim().to_string()),
+                Err(e) => Err(e.to_string()),
+            });
+        }
         for line in out.stdout_str().lines() {
             if let Some(v) = line.strip_prefix("compose=") {
                 st.compose = (!v.is_empty()).then(|| v.to_string());
@@ -339,6 +348,24 @@ impl<R: Remote + 'static> Engine<R> {
             })
             .map(|n| n.name.clone())
             .collect();
+
+        // Facts from the other members too (their compose command and WuKongIM service).
+        let others: Vec<Node> = members
+            .iter()
+            .filter(|m| !states.contains_key(*m))
+            .filter_map(|m| inv.node(m).cloned())
+            .collect();
+        let more = futures_all(
+            others
+                .iter()
+                .map(|n| self.facts(n, Vec::new(), false))
+                .collect(),
+        )
+        .await;
+        for (n, st) in others.iter().zip(more) {
+            states.insert(n.name.clone(), st?);
+            wanted.push(n.clone());
+        }
 
         // Preflight.
         for n in &wanted {
@@ -592,6 +619,7 @@ impl<R: Remote + 'static> Engine<R> {
         let mut ctx = Ctx {
             dry: opts.dry_run,
             changed_paths: BTreeSet::new(),
+            before: BTreeMap::new(),
             changed: 0,
             ok: 0,
             owner: opts.owner.clone(),
@@ -670,9 +698,14 @@ impl<R: Remote + 'static> Engine<R> {
     }
 }
 
+/// A file's bytes and mode as they were before the run changed it.
+type BeforeImage = (Vec<u8>, u32);
+
 struct Ctx {
     dry: bool,
     changed_paths: BTreeSet<(String, String)>,
+    /// The first before-image of each file this run changed (`None`: it did not exist).
+    before: BTreeMap<(String, String), Option<BeforeImage>>,
     changed: usize,
     ok: usize,
     owner: String,
@@ -780,6 +813,9 @@ impl<R: Remote + 'static> Engine<R> {
         if old.as_ref().is_some_and(|f| f.content == new.as_bytes()) && same_mode {
             return Ok(Done::Ok(format!("{path} is already as wanted")));
         }
+        // Later steps (compose up, reloads) act on what changed, or would change in a dry run.
+        ctx.changed_paths
+            .insert((step.host.clone(), path.to_string()));
         if ctx.dry {
             let diff = unified(path, old_text.as_deref().unwrap_or(""), &new);
             self.say(Event::StepDiff {
@@ -794,6 +830,9 @@ impl<R: Remote + 'static> Engine<R> {
             )));
         }
         let journal = journal.expect("a journal when not dry");
+        ctx.before
+            .entry((step.host.clone(), path.to_string()))
+            .or_insert_with(|| old.as_ref().map(|f| (f.content.clone(), f.mode)));
         let copy = match &old {
             Some(f) => Some(
                 journal
@@ -838,6 +877,33 @@ impl<R: Remote + 'static> Engine<R> {
             "{} {path}",
             if old.is_some() { "changed" } else { "created" }
         )))
+    }
+
+    /// Puts a file this run changed back as it was (or removes it if it was not there).
+    async fn restore(
+        &self,
+        step: &Step,
+        ctx: &mut Ctx,
+        r: &R,
+        path: &str,
+    ) -> Result<String, EngineError> {
+        match ctx
+            .before
+            .get(&(step.host.clone(), path.to_string()))
+            .cloned()
+        {
+            Some(Some((content, mode))) => {
+                r.write_file(path, &content, Some(mode))
+                    .await
+                    .map_err(|e| step_err(step, e))?;
+                Ok(format!("{path} is restored as it was before this run"))
+            }
+            Some(None) => {
+                r.remove(path).await.map_err(|e| step_err(step, e))?;
+                Ok(format!("{path}, which this run created, is removed"))
+            }
+            None => Ok(format!("{path} was not changed by this run")),
+        }
     }
 
     async fn step(
@@ -1022,12 +1088,27 @@ impl<R: Remote + 'static> Engine<R> {
                     return Ok(Done::Changed("would (re)start".into()));
                 }
                 let reload = nginx && conf_changed && all_running && !changed;
-                if reload {
+                let compose = self.compose_cmd(step)?;
+                if nginx && conf_changed && running(&ps, "nginx") {
+                    // nginx checks the new file before it serves it.
                     let cmd = format!(
-                        "cd {} && {} kill -s HUP nginx",
-                        shell::path(dir),
-                        self.compose_cmd(step)?
+                        "cd {} && {compose} exec -T nginx nginx -t",
+                        shell::path(dir)
                     );
+                    let out = r
+                        .exec(ExecRequest::new(cmd))
+                        .await
+                        .map_err(|e| step_err(step, e))?;
+                    if !out.success() {
+                        let why = self.restore(step, ctx, &r, &nginx_conf).await?;
+                        return Err(step_err(
+                            step,
+                            format!("nginx rejected the new nginx.conf ({}); {why}; nginx goes on serving the old one", out.stderr_str().trim()),
+                        ));
+                    }
+                }
+                if reload {
+                    let cmd = format!("cd {} && {compose} kill -s HUP nginx", shell::path(dir));
                     self.exec(
                         step,
                         &r,
@@ -1052,7 +1133,31 @@ impl<R: Remote + 'static> Engine<R> {
                     if ok {
                         break;
                     }
-                    if t.elapsed() > Duration::from_secs(20) {
+                    let nginx_looping = ps.lines().any(|l| {
+                        l.split_whitespace().any(|w| w == "nginx") && l.contains("Restarting")
+                    });
+                    if t.elapsed() > Duration::from_secs(20)
+                        || (nginx_looping && t.elapsed() > Duration::from_secs(2))
+                    {
+                        if nginx && conf_changed && !running(&ps, "nginx") {
+                            // A first start that nginx refused: the file goes back, nginx stops.
+                            let logs = r
+                                .exec(ExecRequest::new(format!(
+                                    "cd {} && {compose} logs nginx 2>&1 | tail -5",
+                                    shell::path(dir)
+                                )))
+                                .await
+                                .map(|o| o.stdout_str())
+                                .unwrap_or_default();
+                            let why = self.restore(step, ctx, &r, &nginx_conf).await?;
+                            let _ = r
+                                .exec(ExecRequest::new(format!(
+                                    "cd {} && {compose} stop nginx",
+                                    shell::path(dir)
+                                )))
+                                .await;
+                            return Err(step_err(step, format!("nginx did not start with the new nginx.conf:\n{}\n{why}; nginx was stopped", logs.trim())));
+                        }
                         return Err(step_err(step, format!("services did not start:\n{ps}")));
                     }
                     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -244,3 +244,34 @@ impl Lab {
         )))
     }
 }
+
+impl Lab {
+    /// A wkctl inventory for this lab: node1 is the gateway and seed, every `nodeN` a node.
+    pub fn inventory(&self) -> String {
+        let n1 = self.host("node1");
+        let mut s = format!(
+            "# The lab's cluster (made by `wk-lab inventory`): node1 runs the single-node deployment\n\
+             # and becomes the gateway; the other nodes are there to be added.\n\
+             cluster: lab\nssh:\n  identity_files: [{}]\n  known_hosts: {}\n  host_key_policy: strict\n\
+             gateway:\n  node: node1\n  external_address: {}\nseed: node1\nnodes:\n",
+            self.key().display(),
+            self.known_hosts().display(),
+            n1.ip
+        );
+        for (i, h) in self
+            .hosts
+            .iter()
+            .filter(|h| h.name.starts_with("node"))
+            .enumerate()
+        {
+            s.push_str(&format!(
+                "  - name: {}\n    id: {}\n    internal_address: {}\n    ssh: {{ user: {} }}\n",
+                h.name,
+                1001 + i,
+                h.ip,
+                h.user
+            ));
+        }
+        s
+    }
+}

@@ -13,6 +13,10 @@ pub fn run(cli: &Cli, args: &ExpandArgs, out: &mut dyn Write) -> Result<(), Fail
     if args.offline {
         return offline(cli, args, &inventory, &text, &sources, out);
     }
+    // Bad input is refused before any host is contacted.
+    inventory
+        .check_additions(&args.add)
+        .map_err(|d| Failure::bad_input(output::diagnostics(&d)))?;
     let reporter: Arc<dyn wk_engine::Reporter> = match cli.output {
         OutputFormat::Json => Arc::new(output::JsonLines),
         OutputFormat::Text => Arc::new(output::Text),

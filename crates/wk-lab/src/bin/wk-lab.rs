@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 fn usage() -> ExitCode {
-    eprintln!("usage: wk-lab up [--hosts N] | deploy-single HOST | down | status\n  WKLAB_DIR (default {}) and WKLAB_SUBNET (default {}) choose where", wk_lab::DEFAULT_DIR, wk_lab::DEFAULT_SUBNET);
+    eprintln!("usage: wk-lab up [--hosts N] | deploy-single HOST | inventory | down | status\n  WKLAB_DIR (default {}) and WKLAB_SUBNET (default {}) choose where", wk_lab::DEFAULT_DIR, wk_lab::DEFAULT_SUBNET);
     ExitCode::from(2)
 }
 
@@ -36,6 +36,7 @@ fn main() -> ExitCode {
             (None, _) => return usage(),
             (_, Err(e)) => Err(e),
         },
+        Some("inventory") => wk_lab::Lab::from_env().map(|lab| print!("{}", lab.inventory())),
         Some("down") => wk_lab::down(&wk_lab::lab_dir()).map(|()| println!("lab is down")),
         Some("status") => match wk_lab::Lab::from_env() {
             Ok(lab) => {

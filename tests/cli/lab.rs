@@ -1,0 +1,393 @@
+//! `wkctl expand` through its binary against the lab: real OpenSSH, the simulator, real nginx
+//! and Prometheus. Uses lab hosts node1 (gateway, seed) and node2 (added).
+
+use std::collections::BTreeMap;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use wk_lab::deploy::SingleNode;
+use wk_lab::Lab;
+
+fn lab() -> Option<Lab> {
+    match Lab::from_env() {
+        Ok(l) => {
+            static FRESH: std::sync::Once = std::sync::Once::new();
+            FRESH.call_once(|| wk_lab::install_bin(&l).expect("refresh the lab's binaries"));
+            Some(l)
+        }
+        Err(e) => {
+            assert!(
+                std::env::var_os("WKLAB_REQUIRED").is_none(),
+                "WKLAB_REQUIRED is set but no lab is up: {e}"
+            );
+            eprintln!("skipped: no lab ({e})");
+            None
+        }
+    }
+}
+
+fn reset(lab: &Lab, host: &str) {
+    let _ = lab.ssh(host, "for d in ~/wukongim ~/t-*; do [ -d \"$d\" ] && (cd \"$d\" && docker-compose down >/dev/null 2>&1); done; rm -rf ~/wukongim ~/t-* ~/.wk-compose ~/.config/wksim");
+    lab.put(
+        host,
+        "~/.config/wksim/env",
+        "WKSIM_JOIN_DELAY_MS=700\nWKSIM_MIGRATE_MS=300\n",
+    )
+    .unwrap();
+}
+
+/// Every file's hash under the host's home (the simulator's own data and the stand-in's logs
+/// and state change by themselves, and are left out), and every process in its namespace.
+fn snapshot(lab: &Lab, host: &str) -> (String, Vec<(u32, String)>) {
+    let files = lab
+        .sh(host, "cd ~ && find . -type f ! -path './.wk-compose/*' ! -path './wukongim/wukongim_data/*' ! -path './.ssh/*' -print0 | sort -z | xargs -0 sha256sum")
+        .unwrap();
+    // sshd's per-connection processes come and go with every SSH session (ours included),
+    // and a process caught between fork and exec has no command line yet.
+    let mut procs: Vec<(u32, String)> = lab
+        .pids(lab.host(host))
+        .into_iter()
+        .filter_map(|p| {
+            let cmd = std::fs::read(format!("/proc/{p}/cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            (!cmd.starts_with("sshd:") && !cmd.trim().is_empty()).then_some((p, cmd))
+        })
+        .collect();
+    procs.sort_unstable();
+    (files, procs)
+}
+
+fn inventory(lab: &Lab, dir: &std::path::Path) -> std::path::PathBuf {
+    inventory_of(lab, dir, "node1", "node2")
+}
+
+/// An inventory where `a` runs the single node (gateway, seed) and `b` is to be added; the
+/// inventory names them node1 and node2 whatever lab hosts they are.
+fn inventory_of(lab: &Lab, dir: &std::path::Path, a: &str, b: &str) -> std::path::PathBuf {
+    let (n1, n2) = (lab.host(a), lab.host(b));
+    let text = format!(
+        "cluster: lab\nssh:\n  identity_files: [{key}]\n  known_hosts: {kh}\ngateway:\n  node: node1\n  external_address: {ip1}\nnodes:\n  - name: node1\n    id: 1001\n    internal_address: {ip1}\n    ssh: {{ user: {u1} }}\n  - name: node2\n    id: 1002\n    internal_address: {ip2}\n    ssh: {{ user: {u2} }}\n",
+        key = lab.key().display(),
+        kh = lab.known_hosts().display(),
+        ip1 = n1.ip,
+        ip2 = n2.ip,
+        u1 = n1.user,
+        u2 = n2.user,
+    );
+    let p = dir.join("cluster.yml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn wkctl(dir: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_wkctl"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("SSH_AUTH_SOCK")
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+async fn get(lab: &Lab, ip: &str, port: u16, path: &str) -> Option<(u16, serde_json::Value)> {
+    lab.guard(ip).unwrap();
+    let (code, body) =
+        wk_lab::http::get(&format!("{ip}:{port}"), path, &[], Duration::from_secs(3))
+            .await
+            .ok()?;
+    Some((code, serde_json::from_slice(&body).unwrap_or_default()))
+}
+
+#[test]
+fn expand_adds_node2_for_real() {
+    let Some(lab) = lab() else { return };
+    reset(&lab, "node1");
+    reset(&lab, "node2");
+    lab.deploy_single("node1", &SingleNode::default()).unwrap();
+    let dir = std::env::temp_dir().join(format!("wkctl-lab-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    inventory(&lab, &dir);
+    let compose_before = lab
+        .sh("node1", "cat ~/wukongim/docker-compose.yml")
+        .unwrap();
+
+    // A dry run changes nothing and starts nothing, on any host.
+    let before: BTreeMap<&str, _> = ["node1", "node2"]
+        .into_iter()
+        .map(|h| (h, snapshot(&lab, h)))
+        .collect();
+    let dry = wkctl(&dir, &["expand", "--add", "node2", "--dry-run"]);
+    let out = text(&dry.stdout);
+    assert_eq!(dry.status.code(), Some(0), "{out}{}", text(&dry.stderr));
+    assert!(
+        out.contains("+      - \"WK_EXTERNAL_WSADDR=ws://"),
+        "the dry run shows node1's env diff:\n{out}"
+    );
+    assert!(out.contains("+  nginx:"), "and the nginx service:\n{out}");
+    assert!(
+        out.contains("$ cd ~/wukongim && docker compose up -d wukongim"),
+        "and the exact commands:\n{out}"
+    );
+    let after: BTreeMap<&str, _> = ["node1", "node2"]
+        .into_iter()
+        .map(|h| (h, snapshot(&lab, h)))
+        .collect();
+    assert_eq!(before, after, "the dry run changed something");
+    assert!(!dir.join(".wkctl").exists(), "a dry run writes no journal");
+
+    // The real run; a second one started while it holds the lock is refused.
+    let first = Command::new(env!("CARGO_BIN_EXE_wkctl"))
+        .args(["expand", "--add", "node2"])
+        .current_dir(&dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while !lab
+        .ssh("node1", "test -e ~/wukongim/.wkctl.lock")
+        .unwrap()
+        .status
+        .success()
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the first run never took the lock"
+        );
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    let second = wkctl(&dir, &["expand", "--add", "node2"]);
+    let err = text(&second.stderr);
+    assert_eq!(
+        second.status.code(),
+        Some(4),
+        "{}{err}",
+        text(&second.stdout)
+    );
+    assert!(
+        err.contains("locked by another run") && err.contains("run="),
+        "{err}"
+    );
+    let first = first.wait_with_output().unwrap();
+    let out = text(&first.stdout);
+    assert_eq!(first.status.code(), Some(0), "{out}{}", text(&first.stderr));
+    for s in ["status 1 将加入", "status 2 加入中", "status 3 已加入"] {
+        assert!(out.contains(s), "the run shows `{s}`:\n{out}");
+    }
+
+    let (ip1, ip2) = (lab.host("node1").ip.clone(), lab.host("node2").ip.clone());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        // node2 at status 3 in both nodes' APIs.
+        for ip in [&ip1, &ip2] {
+            let (code, list) = get(&lab, ip, 5001, "/cluster/simpleNodes").await.unwrap();
+            assert_eq!(code, 200);
+            let n2 = list["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|n| n["id"] == 1002)
+                .expect("node2 is a member");
+            assert_eq!(
+                (n2["status"].as_u64(), n2["status_format"].as_str()),
+                (Some(3), Some("已加入")),
+                "{ip}: {list}"
+            );
+        }
+        // The gateway's nginx balances /health and the TCP stream to both nodes.
+        let mut ids = std::collections::BTreeSet::new();
+        for _ in 0..40 {
+            if let Some((200, v)) = get(&lab, &ip1, 15001, "/cluster/node").await {
+                ids.insert(v["id"].as_u64().unwrap());
+            }
+            if ids.len() == 2 {
+                break;
+            }
+        }
+        assert_eq!(ids.into_iter().collect::<Vec<_>>(), [1001, 1002]);
+        assert_eq!(get(&lab, &ip1, 15001, "/health").await.unwrap().0, 200);
+        let mut greeted = std::collections::BTreeSet::new();
+        for _ in 0..40 {
+            let mut s = tokio::net::TcpStream::connect((ip1.as_str(), 15100))
+                .await
+                .unwrap();
+            let mut buf = [0u8; 32];
+            use tokio::io::AsyncReadExt;
+            let n = s.read(&mut buf).await.unwrap();
+            greeted.insert(text(&buf[..n]).trim().to_string());
+            if greeted.len() == 2 {
+                break;
+            }
+        }
+        assert_eq!(greeted.len(), 2, "the TCP stream reached {greeted:?}");
+    });
+
+    // prometheus.yml passes promtool, with both jobs and their id labels.
+    let prom = lab.sh("node1", "cat ~/wukongim/prometheus.yml").unwrap();
+    std::fs::write(dir.join("prometheus.yml"), &prom).unwrap();
+    let check = Command::new("promtool")
+        .arg("check")
+        .arg("config")
+        .arg(dir.join("prometheus.yml"))
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}{}",
+        text(&check.stdout),
+        text(&check.stderr)
+    );
+    assert!(
+        prom.contains("id: \"1001\"")
+            && prom.contains(&format!("targets: ['{ip2}:5300']"))
+            && prom.contains("id: \"1002\""),
+        "{prom}"
+    );
+
+    // node1's compose file differs from before only in the expected lines.
+    let compose_after = lab
+        .sh("node1", "cat ~/wukongim/docker-compose.yml")
+        .unwrap();
+    let old: Vec<&str> = compose_before.lines().collect();
+    let new: Vec<&str> = compose_after.lines().collect();
+    let removed: Vec<&&str> = old.iter().filter(|l| !new.contains(l)).collect();
+    let added: Vec<&&str> = new.iter().filter(|l| !old.contains(l)).collect();
+    assert!(
+        removed.is_empty(),
+        "nothing of node1's file is lost (its env had the right intranet addresses): {removed:?}"
+    );
+    assert!(
+        added
+            .iter()
+            .any(|l| l.contains("WK_EXTERNAL_WSADDR=ws://") && l.contains(":15200")),
+        "{added:?}"
+    );
+    assert!(
+        added
+            .iter()
+            .any(|l| l.contains("WK_EXTERNAL_TCPADDR=") && l.contains(":15100")),
+        "{added:?}"
+    );
+    assert!(added.iter().any(|l| l.trim() == "nginx:"), "{added:?}");
+    let unexpected: Vec<&&&str> = added
+        .iter()
+        .filter(|l| {
+            !(l.contains("WK_EXTERNAL_") || l.starts_with("  nginx:") || l.starts_with("    "))
+        })
+        .collect();
+    assert!(unexpected.is_empty(), "{unexpected:?}");
+    assert!(
+        new.iter()
+            .take(old.len() - 1)
+            .any(|l| l.contains("# - \"WK_TOKENAUTHON=true\"")),
+        "comments stay"
+    );
+
+    // The journal: the plan and one JSON object per line, before-images with local copies.
+    let runs: Vec<_> = std::fs::read_dir(dir.join(".wkctl/runs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    let journal = std::fs::read_to_string(runs[0].join("journal.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = journal
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.first().unwrap()["type"], "run_started");
+    assert_eq!(lines.last().unwrap()["type"], "run_finished");
+    let images: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["type"] == "before_image" && l["existed"] == true)
+        .collect();
+    assert!(
+        images
+            .iter()
+            .any(|l| l["path"] == "~/wukongim/docker-compose.yml"),
+        "{journal}"
+    );
+    for img in &images {
+        let copy = runs[0].join("before").join(img["copy"].as_str().unwrap());
+        assert_eq!(
+            wk_engine::journal::sha256_hex(&std::fs::read(copy).unwrap()),
+            img["sha256"].as_str().unwrap()
+        );
+    }
+    assert_eq!(
+        wk_engine::journal::sha256_hex(compose_before.as_bytes()),
+        images
+            .iter()
+            .find(|l| l["path"] == "~/wukongim/docker-compose.yml")
+            .unwrap()["sha256"]
+            .as_str()
+            .unwrap(),
+        "the first before-image of node1's compose file is the file as it was"
+    );
+
+    // A second run changes nothing and restarts nothing.
+    let before: BTreeMap<&str, _> = ["node1", "node2"]
+        .into_iter()
+        .map(|h| (h, snapshot(&lab, h)))
+        .collect();
+    let again = wkctl(&dir, &["expand", "--add", "node2", "--output", "json"]);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
+    let events: Vec<serde_json::Value> = text(&again.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let done = events.iter().find(|e| e["event"] == "finished").unwrap();
+    assert_eq!(done["changed"], 0, "{events:?}");
+    let after: BTreeMap<&str, _> = ["node1", "node2"]
+        .into_iter()
+        .map(|h| (h, snapshot(&lab, h)))
+        .collect();
+    assert_eq!(before, after, "the second run changed a file or a process");
+}
+
+#[test]
+fn a_nginx_conf_nginx_rejects_is_taken_back() {
+    let Some(lab) = lab() else { return };
+    reset(&lab, "node3");
+    reset(&lab, "node4");
+    lab.deploy_single("node3", &SingleNode::default()).unwrap();
+    let dir = std::env::temp_dir().join(format!("wkctl-lab-badnginx-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("templates")).unwrap();
+    inventory_of(&lab, &dir, "node3", "node4");
+    std::fs::write(
+        dir.join("templates/nginx.conf.tera"),
+        "events {}\nhttp {\n  server { listen 5001; no_such_directive on; }\n}\n",
+    )
+    .unwrap();
+    let out = wkctl(
+        &dir,
+        &["expand", "--add", "node2", "--templates", "templates"],
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{}{err}", text(&out.stdout));
+    assert!(
+        err.contains("gateway-up@node1")
+            && err.contains("nginx did not start with the new nginx.conf"),
+        "{err}"
+    );
+    assert!(err.contains("which this run created, is removed"), "{err}");
+    assert!(
+        !lab.ssh("node3", "test -e ~/wukongim/nginx.conf")
+            .unwrap()
+            .status
+            .success(),
+        "the rejected file is gone"
+    );
+    let ps = lab
+        .sh("node3", "cd ~/wukongim && docker compose ps")
+        .unwrap();
+    assert!(
+        ps.contains("wukongim-wukongim-1")
+            && !ps.lines().any(|l| l.contains("nginx") && l.contains("Up")),
+        "{ps}"
+    );
+}
