@@ -19,6 +19,9 @@ pub fn run(cli: &Cli, args: &ExpandArgs, out: &mut dyn Write) -> Result<(), Fail
         .map_err(|d| Failure::bad_input(output::diagnostics(&d)))?;
     let reporter: Arc<dyn wk_engine::Reporter> = match cli.output {
         OutputFormat::Json => Arc::new(output::JsonLines),
+        OutputFormat::Text if std::io::IsTerminal::is_terminal(&std::io::stdout()) => {
+            Arc::new(output::Progress::new())
+        }
         OutputFormat::Text => Arc::new(output::Text),
     };
     let runs_dir = cli

@@ -195,10 +195,11 @@ pub fn plan_text(plan: &Plan, inv: &Inventory, sources: &Sources, offline: bool)
 /// Events as readable lines (stdout), one or a few per event.
 pub struct Text;
 
-impl wk_engine::Reporter for Text {
-    fn event(&self, e: &wk_engine::Event) {
-        use wk_engine::Event as E;
-        let mut o = String::new();
+/// The readable text of an event (empty for events shown only as progress).
+pub fn event_text(e: &wk_engine::Event) -> String {
+    use wk_engine::Event as E;
+    let mut o = String::new();
+    {
         match e {
             E::Connected { host, addr } => {
                 let _ = writeln!(o, "connected  {host} ({addr})");
@@ -285,9 +286,72 @@ impl wk_engine::Reporter for Text {
                 );
             }
         }
+    }
+    o
+}
+
+impl wk_engine::Reporter for Text {
+    fn event(&self, e: &wk_engine::Event) {
+        let o = event_text(e);
         let mut out = std::io::stdout().lock();
         let _ = std::io::Write::write_all(&mut out, o.as_bytes());
         let _ = std::io::Write::flush(&mut out);
+    }
+}
+
+/// On a terminal: a spinner for the step under way; the lines of [`Text`] above it.
+pub struct Progress {
+    multi: indicatif::MultiProgress,
+    current: std::sync::Mutex<Option<indicatif::ProgressBar>>,
+}
+
+impl Progress {
+    pub fn new() -> Self {
+        Progress {
+            multi: indicatif::MultiProgress::new(),
+            current: std::sync::Mutex::new(None),
+        }
+    }
+}
+
+impl wk_engine::Reporter for Progress {
+    fn event(&self, e: &wk_engine::Event) {
+        use wk_engine::Event as E;
+        let mut cur = self.current.lock().expect("not poisoned");
+        if let E::StepStarted {
+            n,
+            total,
+            id,
+            host,
+            title,
+        } = e
+        {
+            if let Some(pb) = cur.take() {
+                pb.finish_and_clear();
+            }
+            let pb = self.multi.add(indicatif::ProgressBar::new_spinner());
+            pb.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} [{prefix}] {msg} {elapsed}")
+                    .expect("a valid template"),
+            );
+            pb.set_prefix(format!("{n}/{total}"));
+            pb.set_message(format!("{host}: {title} ({id})"));
+            pb.enable_steady_tick(std::time::Duration::from_millis(120));
+            *cur = Some(pb);
+            return;
+        }
+        let text = event_text(e);
+        if matches!(
+            e,
+            E::StepOk { .. } | E::StepChanged { .. } | E::StepFailed { .. } | E::Finished { .. }
+        ) {
+            if let Some(pb) = cur.take() {
+                pb.finish_and_clear();
+            }
+        }
+        for line in text.lines() {
+            let _ = self.multi.println(line);
+        }
     }
 }
 
