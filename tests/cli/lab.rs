@@ -346,6 +346,141 @@ fn expand_adds_node2_for_real() {
         .map(|h| (h, snapshot(&lab, h)))
         .collect();
     assert_eq!(before, after, "the second run changed a file or a process");
+
+    // status: every node joined, healthy, known to nginx and Prometheus.
+    let st = wkctl(&dir, &["status"]);
+    let table = text(&st.stdout);
+    assert_eq!(st.status.code(), Some(0), "{table}{}", text(&st.stderr));
+    assert_eq!(
+        table
+            .lines()
+            .filter(|l| l.contains("3 已加入") && l.contains(" ok ") && l.ends_with(" -"))
+            .count(),
+        2,
+        "{table}"
+    );
+    let js: serde_json::Value =
+        serde_json::from_slice(&wkctl(&dir, &["status", "--output", "json"]).stdout).unwrap();
+    assert_eq!(
+        (
+            js["problems"].as_u64(),
+            js["nodes"].as_array().map(|a| a.len())
+        ),
+        (Some(0), Some(2)),
+        "{js}"
+    );
+    // check: the preflight alone; node2 is already a member.
+    let ck = wkctl(&dir, &["check", "--add", "node2"]);
+    assert_eq!(
+        ck.status.code(),
+        Some(0),
+        "{}{}",
+        text(&ck.stdout),
+        text(&ck.stderr)
+    );
+    assert!(text(&ck.stdout).contains("already a member at status 3"));
+    // A node that stops: status says so and exits 1.
+    lab.sh("node2", "cd ~/wukongim && docker compose stop")
+        .unwrap();
+    let t = Instant::now();
+    loop {
+        let st = wkctl(&dir, &["status"]);
+        if st.status.code() == Some(1) {
+            let table = text(&st.stdout);
+            assert!(
+                table.lines().any(|l| l.starts_with("node2")
+                    && (l.contains("offline") || l.contains("unreachable"))),
+                "{table}"
+            );
+            assert!(
+                text(&st.stderr).contains("need attention"),
+                "{}",
+                text(&st.stderr)
+            );
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "status never noticed node2 stopped:\n{}",
+            text(&st.stdout)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    lab.sh("node2", "cd ~/wukongim && docker compose start")
+        .unwrap();
+}
+
+#[test]
+fn init_writes_an_inventory_from_the_running_node() {
+    let Some(lab) = lab() else { return };
+    // init only reads a compose file; it reads one of the document's shape on the bastion
+    // (which runs nothing), written for node1's address.
+    let n1 = lab.host("node1").clone();
+    let dir = std::env::temp_dir().join(format!("wkctl-init-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = lab.key().display().to_string();
+    let kh = lab.known_hosts().display().to_string();
+    lab.put(
+        "bastion",
+        "~/t-init/docker-compose.yml",
+        &wk_lab::deploy::single_node_compose(&n1.ip, &SingleNode::default()),
+    )
+    .unwrap();
+    let b = lab.host("bastion").clone();
+    let from = format!("{}@{}", b.user, b.ip);
+    let args = [
+        "init",
+        "--from",
+        from.as_str(),
+        "--dir",
+        "~/t-init",
+        "--identity",
+        key.as_str(),
+        "--known-hosts",
+        kh.as_str(),
+    ];
+    let out = wkctl(&dir, &args);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let inv = std::fs::read_to_string(dir.join("cluster.yml")).unwrap();
+    let parsed = wk_plan::Inventory::parse("cluster.yml", &inv).unwrap();
+    assert_eq!(parsed.nodes[0].id, 1001);
+    assert_eq!(
+        parsed.nodes[0].internal_address, n1.ip,
+        "from WK_CLUSTER_SERVERADDR"
+    );
+    assert_eq!(
+        parsed.nodes[0].ssh.host, b.ip,
+        "reached the way init reached it"
+    );
+    assert!(inv.contains("TODO"), "it says what to fill in:\n{inv}");
+    // Never overwritten without --force.
+    let again = wkctl(&dir, &args);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(text(&again.stderr).contains("--force"));
+    let mut forced = args.to_vec();
+    forced.push("--force");
+    assert_eq!(wkctl(&dir, &forced).status.code(), Some(0));
+    // An unknown host key is refused (strict is the default).
+    let out = wkctl(
+        &dir,
+        &[
+            "init",
+            "--from",
+            from.as_str(),
+            "--dir",
+            "~/t-init",
+            "--identity",
+            key.as_str(),
+            "--force",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("host key"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -358,6 +493,18 @@ fn a_nginx_conf_nginx_rejects_is_taken_back() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("templates")).unwrap();
     inventory_of(&lab, &dir, "node3", "node4");
+    // check: a data dir that is not empty fails the preflight with its fix; nothing changes.
+    lab.put("node4", "~/wukongim/wukongim_data/leftover", "old data\n")
+        .unwrap();
+    let ck = wkctl(&dir, &["check", "--add", "node2"]);
+    let out = text(&ck.stdout);
+    assert_eq!(ck.status.code(), Some(3), "{out}{}", text(&ck.stderr));
+    assert!(
+        out.contains("install-dir   FAILED")
+            && out.contains("fix: a data dir that holds a cluster config never joins again"),
+        "{out}"
+    );
+    lab.sh("node4", "rm -rf ~/wukongim").unwrap();
     std::fs::write(
         dir.join("templates/nginx.conf.tera"),
         "events {}\nhttp {\n  server { listen 5001; no_such_directive on; }\n}\n",

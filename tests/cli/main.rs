@@ -209,6 +209,39 @@ fn help_documents_exit_codes_and_examples() {
 }
 
 #[test]
+fn every_command_has_help_with_examples() {
+    for cmd in ["expand", "check", "status", "init", "completions", "man"] {
+        let out = wkctl(&[cmd, "--help"]);
+        assert_eq!(out.status.code(), Some(0), "{cmd}");
+        assert!(
+            text(&out.stdout).contains("Example"),
+            "`wkctl {cmd} --help` has no example"
+        );
+    }
+}
+
+#[test]
+fn completions_and_man_page() {
+    let bash = text(&wkctl(&["completions", "bash"]).stdout);
+    assert!(
+        bash.contains("_wkctl()") && bash.contains("expand") && bash.contains("--dry-run"),
+        "{bash}"
+    );
+    let zsh = text(&wkctl(&["completions", "zsh"]).stdout);
+    assert!(zsh.starts_with("#compdef wkctl"), "{zsh}");
+    let man = text(&wkctl(&["man"]).stdout);
+    assert!(
+        man.contains(".TH wkctl 1") && man.contains("expand"),
+        "{man}"
+    );
+    assert_eq!(
+        wkctl(&["completions", "tcsh"]).status.code(),
+        Some(2),
+        "an unknown shell is a usage error"
+    );
+}
+
+#[test]
 fn custom_playbook_and_templates_are_used() {
     let dir = std::env::temp_dir().join(format!("wkctl-tpl-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

@@ -5,6 +5,7 @@
 pub mod events;
 pub mod journal;
 mod run;
+pub mod status;
 
 pub use events::{Event, Reporter};
 pub use run::{connect_all, Engine, EngineError, Options, Outcome};

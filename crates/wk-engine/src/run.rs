@@ -68,6 +68,8 @@ pub struct Options {
     pub command: String,
     /// Who runs it (`user@machine`), for the lock.
     pub owner: String,
+    /// Stop after preflight (`wkctl check`).
+    pub check_only: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -565,6 +567,28 @@ impl<R: Remote + 'static> Engine<R> {
         }
         if failed > 0 {
             return Err(EngineError::Preflight { failed });
+        }
+        if opts.check_only {
+            let plan = wk_plan::build(
+                inv,
+                &self.inv_text,
+                &self.sources,
+                &PlanRequest {
+                    add: opts.add.clone(),
+                    members: Some(members),
+                    ..PlanRequest::default()
+                },
+            )
+            .map_err(|e| EngineError::Input(e.to_string()))?;
+            for w in &plan.warnings {
+                self.say(Event::Warning { message: w.clone() });
+            }
+            return Ok(Outcome {
+                run_id: None,
+                plan,
+                changed: 0,
+                ok: 0,
+            });
         }
 
         // The plan, with what the hosts told.

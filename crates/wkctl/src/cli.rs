@@ -55,6 +55,58 @@ pub enum Command {
         "  4  the cluster is locked by another run; nothing was changed"
     ))]
     Expand(ExpandArgs),
+
+    /// Run the preflight alone: every check on every host, with the fix for each failure.
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  wkctl check --add node2     is the cluster ready for node2?\n",
+        "  wkctl check --add node2 --output json\n\n",
+        "Exit codes: 0 every check passed; 2 bad input; 3 a check failed or a host cannot be used"
+    ))]
+    Check(CheckArgs),
+
+    /// Every node: cluster address, online, 将加入/加入中/已加入, slots, /health, image, whether
+    /// nginx and Prometheus know it. Exits 1 when something is wrong.
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  wkctl status\n",
+        "  wkctl status --output json\n\n",
+        "Exit codes: 0 all well; 1 something is wrong (see PROBLEMS); 2 bad input; 3 a host cannot be used"
+    ))]
+    Status,
+
+    /// Write an inventory (cluster.yml, or -i FILE) from a running single node: reads its compose
+    /// file over SSH and fills in what it finds, marking what you must still fill in.
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  wkctl init --from deploy@10.0.0.11\n",
+        "  wkctl -i prod.yml init --from root@node1.lan:2222 --dir /opt/wukongim --identity ~/.ssh/prod\n\n",
+        "Exit codes: 0 written; 2 bad input (or the file exists: use --force); 3 the host cannot be used"
+    ))]
+    Init(InitArgs),
+
+    /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout.
+    #[command(after_help = "Example:\n  wkctl completions bash > /etc/bash_completion.d/wkctl")]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+
+    /// Print the manual page (roff) to stdout.
+    #[command(after_help = "Example:\n  wkctl man > /usr/local/share/man/man1/wkctl.1")]
+    Man,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Node(s) of the inventory that would be added.
+    #[arg(
+        long = "add",
+        value_name = "NODE",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub add: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -87,4 +139,26 @@ pub struct ExpandArgs {
     /// Remove a lock left by a run that died (check first that no other run is going on).
     #[arg(long)]
     pub force_unlock: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The running node: `[user@]host[:port]` (an alias of ~/.ssh/config works too).
+    #[arg(long, value_name = "[USER@]HOST[:PORT]")]
+    pub from: String,
+    /// Where its docker-compose.yml is.
+    #[arg(long, default_value = "~/wukongim", value_name = "DIR")]
+    pub dir: String,
+    /// A private key to log in with (repeatable); the agent and ~/.ssh keys are tried too.
+    #[arg(long = "identity", value_name = "FILE")]
+    pub identity: Vec<std::path::PathBuf>,
+    /// An extra known_hosts file to check the host key against.
+    #[arg(long, value_name = "FILE")]
+    pub known_hosts: Option<std::path::PathBuf>,
+    /// Record the host's key if it is not known yet (accept-new); a changed key is still refused.
+    #[arg(long)]
+    pub accept_new: bool,
+    /// Overwrite an existing inventory file.
+    #[arg(long)]
+    pub force: bool,
 }

@@ -17,6 +17,47 @@ pub fn run(cli: &Cli, args: &ExpandArgs, out: &mut dyn Write) -> Result<(), Fail
     inventory
         .check_additions(&args.add)
         .map_err(|d| Failure::bad_input(output::diagnostics(&d)))?;
+    engine_run(
+        cli,
+        &inventory,
+        &text,
+        &sources,
+        args.add.clone(),
+        args.dry_run,
+        args.force_unlock,
+        false,
+    )
+}
+
+/// `wkctl check`: the expansion's preflight, stopping before anything would change.
+pub fn check(cli: &Cli, args: &crate::cli::CheckArgs) -> Result<(), Failure> {
+    let (inventory, text) = load_inventory(cli)?;
+    inventory
+        .check_additions(&args.add)
+        .map_err(|d| Failure::bad_input(output::diagnostics(&d)))?;
+    engine_run(
+        cli,
+        &inventory,
+        &text,
+        &Sources::embedded(),
+        args.add.clone(),
+        true,
+        false,
+        true,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn engine_run(
+    cli: &Cli,
+    inventory: &Inventory,
+    text: &str,
+    sources: &Sources,
+    add: Vec<String>,
+    dry_run: bool,
+    force_unlock: bool,
+    check_only: bool,
+) -> Result<(), Failure> {
     let reporter: Arc<dyn wk_engine::Reporter> = match cli.output {
         OutputFormat::Json => Arc::new(output::JsonLines),
         OutputFormat::Text if std::io::IsTerminal::is_terminal(&std::io::stdout()) => {
@@ -37,9 +78,10 @@ pub fn run(cli: &Cli, args: &ExpandArgs, out: &mut dyn Write) -> Result<(), Fail
         .unwrap_or(std::path::Path::new("."))
         .join(".wkctl/runs");
     let opts = wk_engine::Options {
-        add: args.add.clone(),
-        dry_run: args.dry_run,
-        force_unlock: args.force_unlock,
+        add,
+        dry_run,
+        force_unlock,
+        check_only,
         runs_dir,
         command: std::env::args().collect::<Vec<_>>().join(" "),
         owner: format!(
@@ -74,7 +116,7 @@ pub fn run(cli: &Cli, args: &ExpandArgs, out: &mut dyn Write) -> Result<(), Fail
         })?;
     rt.block_on(async {
         let hosts = wk_engine::connect_all(
-            &inventory,
+            inventory,
             Arc::new(output::TtyPrompter),
             sudo_password,
             reporter.as_ref(),
@@ -83,7 +125,7 @@ pub fn run(cli: &Cli, args: &ExpandArgs, out: &mut dyn Write) -> Result<(), Fail
         .map_err(engine_failure)?;
         let engine = wk_engine::Engine::new(
             inventory.clone(),
-            text.clone(),
+            text.to_string(),
             sources.clone(),
             hosts.clone(),
             reporter.clone(),
@@ -148,4 +190,47 @@ pub fn load_inventory(cli: &Cli) -> Result<(Inventory, String), Failure> {
     let inv =
         Inventory::parse(&name, &text).map_err(|d| Failure::bad_input(output::diagnostics(&d)))?;
     Ok((inv, text))
+}
+
+/// `wkctl status`: a table (or JSON) of every node; exit 1 when something is wrong.
+pub fn status(cli: &Cli, out: &mut dyn Write) -> Result<(), Failure> {
+    let (inventory, _) = load_inventory(cli)?;
+    let quiet: Arc<dyn wk_engine::Reporter> = Arc::new(output::Quiet);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure {
+            code: 1,
+            message: e.to_string(),
+        })?;
+    let rows = rt.block_on(async {
+        let hosts = wk_engine::connect_all(
+            &inventory,
+            Arc::new(output::TtyPrompter),
+            None,
+            quiet.as_ref(),
+        )
+        .await
+        .map_err(engine_failure)?;
+        let rows = wk_engine::status::status(&inventory, &hosts).await;
+        for h in hosts.values() {
+            h.close().await;
+        }
+        Ok::<_, Failure>(rows)
+    })?;
+    let bad = rows.iter().filter(|r| !r.problems.is_empty()).count();
+    let text = match cli.output {
+        OutputFormat::Json => {
+            serde_json::to_string_pretty(&serde_json::json!({ "nodes": rows, "problems": bad }))
+                .unwrap_or_default()
+                + "\n"
+        }
+        OutputFormat::Text => output::status_table(&rows),
+    };
+    crate::write_out(out, text.as_bytes())?;
+    if bad > 0 {
+        return Err(Failure { code: crate::exit::FAILED, message: format!("{bad} node(s) need attention (see PROBLEMS); docs/troubleshooting.md says what to do") });
+    }
+    Ok(())
 }

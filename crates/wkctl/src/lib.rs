@@ -3,6 +3,7 @@
 
 mod cli;
 mod expand;
+mod init;
 mod output;
 
 use std::process::ExitCode;
@@ -37,11 +38,42 @@ impl Failure {
     }
 }
 
+/// Writes to stdout; a reader that went away (`| head`) is not an error.
+fn write_out(out: &mut dyn std::io::Write, buf: &[u8]) -> Result<(), Failure> {
+    match out.write_all(buf).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Failure {
+            code: exit::FAILED,
+            message: format!("cannot write to stdout: {e}"),
+        }),
+        _ => Ok(()),
+    }
+}
+
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let mut out = std::io::stdout().lock();
     let result = match &cli.command {
         cli::Command::Expand(args) => expand::run(&cli, args, &mut out),
+        cli::Command::Check(args) => expand::check(&cli, args),
+        cli::Command::Status => expand::status(&cli, &mut out),
+        cli::Command::Init(args) => init::run(&cli, args, &mut out),
+        cli::Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut buf = Vec::new();
+            clap_complete::generate(*shell, &mut cmd, "wkctl", &mut buf);
+            write_out(&mut out, &buf)
+        }
+        cli::Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            let mut buf = Vec::new();
+            match clap_mangen::Man::new(cmd).render(&mut buf) {
+                Ok(()) => write_out(&mut out, &buf),
+                Err(e) => Err(Failure {
+                    code: exit::FAILED,
+                    message: e.to_string(),
+                }),
+            }
+        }
     };
     match result {
         Ok(()) => ExitCode::from(exit::OK),

@@ -397,3 +397,57 @@ impl wk_remote::ssh::Prompter for TtyPrompter {
             .collect()
     }
 }
+
+/// A reporter that shows nothing (commands that print their own result).
+pub struct Quiet;
+
+impl wk_engine::Reporter for Quiet {
+    fn event(&self, _: &wk_engine::Event) {}
+}
+
+/// `wkctl status` as a table.
+pub fn status_table(rows: &[wk_engine::status::NodeStatus]) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "{:<8} {:<5} {:<22} {:<7} {:<24} {:>5}  {:<10} {:<7} {:<6} {:<10} PROBLEMS",
+        "NAME",
+        "ID",
+        "CLUSTER ADDR",
+        "ONLINE",
+        "STATUS",
+        "SLOTS",
+        "HEALTH",
+        "IMAGE",
+        "NGINX",
+        "PROMETHEUS"
+    );
+    let yn = |b: bool| if b { "yes" } else { "no" };
+    for r in rows {
+        let status = if r.status == 0 {
+            r.status_text.clone()
+        } else {
+            format!("{} {}", r.status, r.status_text)
+        };
+        let _ = writeln!(
+            o,
+            "{:<8} {:<5} {:<22} {:<7} {:<24} {:>5}  {:<10} {:<7} {:<6} {:<10} {}",
+            r.name,
+            r.id,
+            r.cluster_addr.as_deref().unwrap_or("-"),
+            if r.status == 0 { "-" } else { yn(r.online) },
+            status,
+            r.slots,
+            r.health,
+            r.image_tag.as_deref().unwrap_or("-"),
+            yn(r.in_nginx),
+            yn(r.in_prometheus),
+            if r.problems.is_empty() {
+                "-".to_string()
+            } else {
+                r.problems.join("; ")
+            }
+        );
+    }
+    o
+}
