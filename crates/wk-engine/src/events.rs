@@ -73,6 +73,15 @@ pub enum Event {
         changed: usize,
         ok: usize,
     },
+    /// How long each phase took (ms): connect, facts and preflight; prepare; join; finish.
+    Timings {
+        phases: Vec<(String, u64)>,
+    },
+    /// Per host: SSH connections opened and commands run; wkctl's peak memory (kB).
+    Stats {
+        hosts: Vec<(String, usize, usize)>,
+        peak_rss_kb: u64,
+    },
 }
 
 /// Receives events; must be cheap (it runs inside the engine's tasks).

@@ -70,6 +70,8 @@ pub struct Options {
     pub owner: String,
     /// Stop after preflight (`wkctl check`).
     pub check_only: bool,
+    /// At most this many hosts worked on at once within one playbook step.
+    pub parallel: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -233,6 +235,7 @@ impl<R: Remote + 'static> Engine<R> {
 
     /// The whole expansion (or its dry run).
     pub async fn expand(&self, opts: &Options) -> Result<Outcome, EngineError> {
+        let started = Instant::now();
         let inv = &self.inv;
         inv.check_additions(&opts.add)
             .map_err(|d| EngineError::Input(d.to_string()))?;
@@ -618,7 +621,7 @@ impl<R: Remote + 'static> Engine<R> {
         let plan = wk_plan::build(inv, &self.inv_text, &self.sources, &req)
             .map_err(|e| EngineError::Input(e.to_string()))?;
 
-        let mut journal = if opts.dry_run {
+        let journal = if opts.dry_run {
             None
         } else {
             std::fs::create_dir_all(&opts.runs_dir).map_err(|e| {
@@ -640,85 +643,158 @@ impl<R: Remote + 'static> Engine<R> {
             run_id: run_id.clone(),
         });
 
-        let mut ctx = Ctx {
+        let ctx = Ctx {
             dry: opts.dry_run,
-            changed_paths: BTreeSet::new(),
-            before: BTreeMap::new(),
-            changed: 0,
-            ok: 0,
+            changed_paths: std::sync::Mutex::new(BTreeSet::new()),
+            before: std::sync::Mutex::new(BTreeMap::new()),
+            journal: journal.map(tokio::sync::Mutex::new),
             owner: opts.owner.clone(),
             run_id: run_id.clone().unwrap_or_default(),
             force_unlock: opts.force_unlock,
             token,
         };
         let total = plan.steps.len();
-        for (i, step) in plan.steps.iter().enumerate() {
-            self.say(Event::StepStarted {
-                n: i + 1,
-                total,
-                id: step.id.clone(),
-                host: step.host.clone(),
-                title: step.title.clone(),
-            });
-            if let Some(j) = journal.as_mut() {
-                j.append(json!({"type": "step_started", "step": step.id, "host": step.host}))
-                    .map_err(|e| step_err(step, e))?;
-            }
-            match self.step(step, &plan, &mut ctx, journal.as_mut()).await {
-                Ok(Done::Ok(note)) => {
-                    ctx.ok += 1;
-                    if let Some(j) = journal.as_mut() {
-                        j.append(
-                            json!({"type": "ok", "step": step.id, "host": step.host, "note": note}),
-                        )
-                        .map_err(|e| step_err(step, e))?;
-                    }
-                    self.say(Event::StepOk {
-                        id: step.id.clone(),
-                        host: step.host.clone(),
-                        note,
-                    });
-                }
-                Ok(Done::Changed(note)) => {
-                    ctx.changed += 1;
-                    if let Some(j) = journal.as_mut() {
-                        j.append(json!({"type": "verified", "step": step.id, "host": step.host, "note": note})).map_err(|e| step_err(step, e))?;
-                    }
-                    self.say(Event::StepChanged {
-                        id: step.id.clone(),
-                        host: step.host.clone(),
-                        note,
-                    });
-                }
-                Err(e) => {
-                    if let Some(j) = journal.as_mut() {
-                        let _ = j.append(json!({"type": "failed", "step": step.id, "host": step.host, "error": e.to_string()}));
-                        let _ = j.append(json!({"type": "run_stopped"}));
-                    }
-                    self.say(Event::StepFailed {
-                        id: step.id.clone(),
-                        host: step.host.clone(),
-                        error: e.to_string(),
-                    });
-                    return Err(e);
+        let (mut changed, mut ok) = (0usize, 0usize);
+        let mut phase_ms: Vec<(String, u64)> = vec![(
+            "connect+facts+preflight".into(),
+            started.elapsed().as_millis() as u64,
+        )];
+        let mut i = 0;
+        while i < total {
+            // Steps of one playbook step on different hosts run at once (at most `parallel`),
+            // where that is safe: checks and file changes. Restarts and joins stay one at a time.
+            let kind = |st: &Step| (st.id.split('@').next().unwrap_or("").to_string(), st.phase);
+            let parallel_safe = |st: &Step| {
+                matches!(
+                    st.action,
+                    Action::Preflight { .. }
+                        | Action::Mkdir { .. }
+                        | Action::Template { .. }
+                        | Action::ComposeEnv { .. }
+                        | Action::ComposeService { .. }
+                        | Action::PrometheusJob { .. }
+                        | Action::WaitHealth { .. }
+                )
+            };
+            let mut j = i + 1;
+            if parallel_safe(&plan.steps[i]) {
+                while j < total && kind(&plan.steps[j]) == kind(&plan.steps[i]) {
+                    j += 1;
                 }
             }
+            let t = Instant::now();
+            let mut failure = None;
+            for chunk in (i..j).collect::<Vec<_>>().chunks(opts.parallel.max(1)) {
+                let results = futures_all(
+                    chunk
+                        .iter()
+                        .map(|&k| self.one_step(k, total, &plan, &ctx))
+                        .collect(),
+                )
+                .await;
+                for r in results {
+                    match r {
+                        Ok(true) => changed += 1,
+                        Ok(false) => ok += 1,
+                        Err(e) => failure = failure.or(Some(e)),
+                    }
+                }
+                if failure.is_some() {
+                    break;
+                }
+            }
+            // Time spent waiting for WuKongIM itself (health, joins) is not orchestration.
+            let phase = if matches!(
+                plan.steps[i].action,
+                Action::WaitHealth { .. } | Action::WaitJoined { .. }
+            ) {
+                "waiting for WuKongIM".to_string()
+            } else {
+                format!("{:?}", plan.steps[i].phase).to_lowercase()
+            };
+            match phase_ms.iter_mut().find(|(p, _)| *p == phase) {
+                Some((_, ms)) => *ms += t.elapsed().as_millis() as u64,
+                None => phase_ms.push((phase, t.elapsed().as_millis() as u64)),
+            }
+            if let Some(e) = failure {
+                let _ = ctx.log(json!({"type": "run_stopped"})).await;
+                self.say(Event::Timings { phases: phase_ms });
+                return Err(e);
+            }
+            i = j;
         }
-        if let Some(j) = journal.as_mut() {
-            let _ = j.append(json!({"type": "run_finished", "changed": ctx.changed, "ok": ctx.ok}));
-        }
+        let _ = ctx
+            .log(json!({"type": "run_finished", "changed": changed, "ok": ok}))
+            .await;
+        self.say(Event::Timings { phases: phase_ms });
         self.say(Event::Finished {
             run_id: run_id.clone(),
             dry_run: opts.dry_run,
-            changed: ctx.changed,
-            ok: ctx.ok,
+            changed,
+            ok,
         });
         Ok(Outcome {
             run_id,
             plan,
-            changed: ctx.changed,
-            ok: ctx.ok,
+            changed,
+            ok,
         })
+    }
+
+    /// Runs step `k` of the plan: journal, events; `Ok(true)` when it changed something.
+    async fn one_step(
+        &self,
+        k: usize,
+        total: usize,
+        plan: &Plan,
+        ctx: &Ctx,
+    ) -> Result<bool, EngineError> {
+        let step = &plan.steps[k];
+        self.say(Event::StepStarted {
+            n: k + 1,
+            total,
+            id: step.id.clone(),
+            host: step.host.clone(),
+            title: step.title.clone(),
+        });
+        ctx.log(json!({"type": "step_started", "step": step.id, "host": step.host}))
+            .await
+            .map_err(|e| step_err(step, e))?;
+        match self.step(step, plan, ctx).await {
+            Ok(Done::Ok(note)) => {
+                ctx.log(json!({"type": "ok", "step": step.id, "host": step.host, "note": note}))
+                    .await
+                    .map_err(|e| step_err(step, e))?;
+                self.say(Event::StepOk {
+                    id: step.id.clone(),
+                    host: step.host.clone(),
+                    note,
+                });
+                Ok(false)
+            }
+            Ok(Done::Changed(note)) => {
+                ctx.log(
+                    json!({"type": "verified", "step": step.id, "host": step.host, "note": note}),
+                )
+                .await
+                .map_err(|e| step_err(step, e))?;
+                self.say(Event::StepChanged {
+                    id: step.id.clone(),
+                    host: step.host.clone(),
+                    note,
+                });
+                Ok(true)
+            }
+            Err(e) => {
+                let _ = ctx.log(json!({"type": "failed", "step": step.id, "host": step.host, "error": e.to_string()})).await;
+                self.say(Event::StepFailed {
+                    id: step.id.clone(),
+                    host: step.host.clone(),
+                    error: e.to_string(),
+                });
+                Err(e)
+            }
+        }
     }
 }
 
@@ -727,15 +803,36 @@ type BeforeImage = (Vec<u8>, u32);
 
 struct Ctx {
     dry: bool,
-    changed_paths: BTreeSet<(String, String)>,
+    changed_paths: std::sync::Mutex<BTreeSet<(String, String)>>,
     /// The first before-image of each file this run changed (`None`: it did not exist).
-    before: BTreeMap<(String, String), Option<BeforeImage>>,
-    changed: usize,
-    ok: usize,
+    before: std::sync::Mutex<BTreeMap<(String, String), Option<BeforeImage>>>,
+    journal: Option<tokio::sync::Mutex<Journal>>,
     owner: String,
     run_id: String,
     force_unlock: bool,
     token: Option<String>,
+}
+
+impl Ctx {
+    fn mark(&self, host: &str, path: &str) {
+        self.changed_paths
+            .lock()
+            .expect("not poisoned")
+            .insert((host.to_string(), path.to_string()));
+    }
+    fn is_changed(&self, host: &str, path: &str) -> bool {
+        self.changed_paths
+            .lock()
+            .expect("not poisoned")
+            .contains(&(host.to_string(), path.to_string()))
+    }
+    /// Appends to the journal (none in a dry run); the lock is held only for the line.
+    async fn log(&self, entry: serde_json::Value) -> std::io::Result<()> {
+        match &self.journal {
+            Some(j) => j.lock().await.append(entry),
+            None => Ok(()),
+        }
+    }
 }
 
 enum Done {
@@ -820,8 +917,7 @@ impl<R: Remote + 'static> Engine<R> {
     async fn file_step(
         &self,
         step: &Step,
-        ctx: &mut Ctx,
-        journal: Option<&mut Journal>,
+        ctx: &Ctx,
         path: &str,
         mode: Option<u32>,
         want: impl FnOnce(Option<&str>) -> Result<String, String>,
@@ -838,8 +934,7 @@ impl<R: Remote + 'static> Engine<R> {
             return Ok(Done::Ok(format!("{path} is already as wanted")));
         }
         // Later steps (compose up, reloads) act on what changed, or would change in a dry run.
-        ctx.changed_paths
-            .insert((step.host.clone(), path.to_string()));
+        ctx.mark(&step.host, path);
         if ctx.dry {
             let diff = unified(path, old_text.as_deref().unwrap_or(""), &new);
             self.say(Event::StepDiff {
@@ -853,26 +948,32 @@ impl<R: Remote + 'static> Engine<R> {
                 if old.is_some() { "change" } else { "create" }
             )));
         }
-        let journal = journal.expect("a journal when not dry");
         ctx.before
+            .lock()
+            .expect("not poisoned")
             .entry((step.host.clone(), path.to_string()))
             .or_insert_with(|| old.as_ref().map(|f| (f.content.clone(), f.mode)));
+        // The journal is held only while a line is written: steps on other hosts go on.
         let copy = match &old {
             Some(f) => Some(
-                journal
+                ctx.journal
+                    .as_ref()
+                    .expect("a journal when not dry")
+                    .lock()
+                    .await
                     .save_before(&step.id, &f.content)
                     .map_err(|e| step_err(step, e))?,
             ),
             None => None,
         };
-        journal
-            .append(json!({
-                "type": "before_image", "step": step.id, "host": step.host, "path": path,
-                "existed": old.is_some(), "mode": old.as_ref().map(|f| f.mode),
-                "sha256": old.as_ref().map(|f| sha256_hex(&f.content)), "copy": copy,
-                "backup": old.as_ref().map(|_| format!("{path}.wkctl-{}.bak", ctx.run_id)),
-            }))
-            .map_err(|e| step_err(step, e))?;
+        ctx.log(json!({
+            "type": "before_image", "step": step.id, "host": step.host, "path": path,
+            "existed": old.is_some(), "mode": old.as_ref().map(|f| f.mode),
+            "sha256": old.as_ref().map(|f| sha256_hex(&f.content)), "copy": copy,
+            "backup": old.as_ref().map(|_| format!("{path}.wkctl-{}.bak", ctx.run_id)),
+        }))
+        .await
+        .map_err(|e| step_err(step, e))?;
         if old.is_some() {
             // A backup stays on the host too.
             let cmd = format!(
@@ -887,7 +988,9 @@ impl<R: Remote + 'static> Engine<R> {
         r.write_file(path, new.as_bytes(), mode.or(old.as_ref().map(|f| f.mode)))
             .await
             .map_err(|e| step_err(step, e))?;
-        journal.append(json!({"type": "applied", "step": step.id, "host": step.host, "path": path, "sha256": sha256_hex(new.as_bytes())})).map_err(|e| step_err(step, e))?;
+        ctx.log(json!({"type": "applied", "step": step.id, "host": step.host, "path": path, "sha256": sha256_hex(new.as_bytes())}))
+            .await
+            .map_err(|e| step_err(step, e))?;
         let back = r.read_file(path).await.map_err(|e| step_err(step, e))?;
         if back.map(|f| f.content) != Some(new.into_bytes()) {
             return Err(step_err(
@@ -895,8 +998,7 @@ impl<R: Remote + 'static> Engine<R> {
                 format!("{path} does not read back as written"),
             ));
         }
-        ctx.changed_paths
-            .insert((step.host.clone(), path.to_string()));
+        ctx.mark(&step.host, path);
         Ok(Done::Changed(format!(
             "{} {path}",
             if old.is_some() { "changed" } else { "created" }
@@ -907,15 +1009,17 @@ impl<R: Remote + 'static> Engine<R> {
     async fn restore(
         &self,
         step: &Step,
-        ctx: &mut Ctx,
+        ctx: &Ctx,
         r: &R,
         path: &str,
     ) -> Result<String, EngineError> {
-        match ctx
+        let before = ctx
             .before
+            .lock()
+            .expect("not poisoned")
             .get(&(step.host.clone(), path.to_string()))
-            .cloned()
-        {
+            .cloned();
+        match before {
             Some(Some((content, mode))) => {
                 r.write_file(path, &content, Some(mode))
                     .await
@@ -930,13 +1034,7 @@ impl<R: Remote + 'static> Engine<R> {
         }
     }
 
-    async fn step(
-        &self,
-        step: &Step,
-        plan: &Plan,
-        ctx: &mut Ctx,
-        journal: Option<&mut Journal>,
-    ) -> Result<Done, EngineError> {
+    async fn step(&self, step: &Step, plan: &Plan, ctx: &Ctx) -> Result<Done, EngineError> {
         let r = self.remote(&step.host)?.clone();
         match &step.action {
             Action::Preflight { checks } => Ok(Done::Ok(format!("{} checks passed", checks.len()))),
@@ -948,7 +1046,10 @@ impl<R: Remote + 'static> Engine<R> {
                     "owner={} run={} time={}\n",
                     ctx.owner,
                     ctx.run_id,
-                    journal.as_ref().map(|_| "now").unwrap_or("")
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs())
+                        .unwrap_or(0)
                 );
                 if ctx.force_unlock {
                     r.remove(path).await.map_err(|e| step_err(step, e))?;
@@ -974,9 +1075,9 @@ impl<R: Remote + 'static> Engine<R> {
                         holder,
                     });
                 }
-                if let Some(j) = journal {
-                    j.append(json!({"type": "before_image", "step": step.id, "host": step.host, "path": path, "existed": false})).map_err(|e| step_err(step, e))?;
-                }
+                ctx.log(json!({"type": "before_image", "step": step.id, "host": step.host, "path": path, "existed": false}))
+                    .await
+                    .map_err(|e| step_err(step, e))?;
                 Ok(Done::Ok(format!("took {path} (released at the end)")))
             }
             Action::Unlock { path } => {
@@ -1019,9 +1120,9 @@ impl<R: Remote + 'static> Engine<R> {
                     });
                     return Ok(Done::Changed(format!("would create {path}")));
                 }
-                if let Some(j) = journal {
-                    j.append(json!({"type": "before_image", "step": step.id, "host": step.host, "path": path, "existed": false, "dir": true})).map_err(|e| step_err(step, e))?;
-                }
+                ctx.log(json!({"type": "before_image", "step": step.id, "host": step.host, "path": path, "existed": false, "dir": true}))
+                    .await
+                    .map_err(|e| step_err(step, e))?;
                 r.mkdir_p(path, *mode)
                     .await
                     .map_err(|e| step_err(step, e))?;
@@ -1034,7 +1135,7 @@ impl<R: Remote + 'static> Engine<R> {
                 ..
             } => {
                 let c = content.clone();
-                self.file_step(step, ctx, journal, dest, Some(*mode), move |_| Ok(c))
+                self.file_step(step, ctx, dest, Some(*mode), move |_| Ok(c))
                     .await
             }
             Action::ComposeEnv { file, service, env } => {
@@ -1043,7 +1144,7 @@ impl<R: Remote + 'static> Engine<R> {
                     ServiceSelector::ImageName(i) => Selector::ImageName(i.clone()),
                 };
                 let env = env.clone();
-                self.file_step(step, ctx, journal, file, None, move |old| {
+                self.file_step(step, ctx, file, None, move |old| {
                     let old = old.ok_or("the compose file is missing")?;
                     edit::set_env(old, &sel, &env).map_err(|e| e.to_string())
                 })
@@ -1055,7 +1156,7 @@ impl<R: Remote + 'static> Engine<R> {
                 content,
             } => {
                 let (s, c) = (service.clone(), content.clone());
-                self.file_step(step, ctx, journal, file, None, move |old| {
+                self.file_step(step, ctx, file, None, move |old| {
                     let old = old.ok_or("the compose file is missing")?;
                     edit::set_service(old, &s, &c).map_err(|e| e.to_string())
                 })
@@ -1063,7 +1164,7 @@ impl<R: Remote + 'static> Engine<R> {
             }
             Action::PrometheusJob { file, content, .. } => {
                 let c = content.clone();
-                self.file_step(step, ctx, journal, file, None, move |old| {
+                self.file_step(step, ctx, file, None, move |old| {
                     let old = old.ok_or("prometheus.yml is missing")?;
                     edit::set_prometheus_jobs(old, &c).map_err(|e| e.to_string())
                 })
@@ -1076,12 +1177,8 @@ impl<R: Remote + 'static> Engine<R> {
             } => {
                 let compose_file = format!("{}/docker-compose.yml", dir.trim_end_matches('/'));
                 let nginx_conf = format!("{}/nginx.conf", dir.trim_end_matches('/'));
-                let changed = ctx
-                    .changed_paths
-                    .contains(&(step.host.clone(), compose_file.clone()));
-                let conf_changed = ctx
-                    .changed_paths
-                    .contains(&(step.host.clone(), nginx_conf.clone()));
+                let changed = ctx.is_changed(&step.host, &compose_file);
+                let conf_changed = ctx.is_changed(&step.host, &nginx_conf);
                 let ps = self.compose_ps(step, &r, dir).await?;
                 let names: Vec<String> = command
                     .run
@@ -1186,6 +1283,34 @@ impl<R: Remote + 'static> Engine<R> {
                     }
                     tokio::time::sleep(Duration::from_millis(300)).await;
                 }
+                // A member's WuKongIM restarted: wait for its /health before anything else
+                // restarts, so a cluster never loses two members at once (a rolling restart).
+                if services
+                    .iter()
+                    .any(|sv| matches!(sv, ServiceSelector::ImageName(_)))
+                {
+                    if let Some(node) = self.inv.node(&step.host) {
+                        let t = Instant::now();
+                        loop {
+                            let healthy = match r.tunnel(&node.internal_address, PORT_API).await {
+                                Ok(tn) => matches!(
+                                    Api::new(&step.host, tn.local, ctx.token.clone())
+                                        .health()
+                                        .await,
+                                    Ok(Health::Ok)
+                                ),
+                                Err(_) => false,
+                            };
+                            if healthy {
+                                break;
+                            }
+                            if t.elapsed() > Duration::from_secs(120) {
+                                return Err(step_err(step, "WuKongIM did not answer /health 200 within 120 s after its restart; see `docker compose logs` on the host"));
+                            }
+                            tokio::time::sleep(Duration::from_millis(300)).await;
+                        }
+                    }
+                }
                 Ok(Done::Changed(if reload {
                     "nginx reloaded".into()
                 } else {
@@ -1206,7 +1331,7 @@ impl<R: Remote + 'static> Engine<R> {
                 ..
             } => {
                 let prom = wk_plan::plan::join_path(dir, &self.inv.gateway.prometheus_file);
-                if !ctx.changed_paths.contains(&(step.host.clone(), prom)) {
+                if !ctx.is_changed(&step.host, &prom) {
                     return Ok(Done::Ok("its configuration did not change".into()));
                 }
                 let name = match service {
@@ -1301,7 +1426,19 @@ impl<R: Remote + 'static> Engine<R> {
     ) -> Result<Done, EngineError> {
         let mut apis = Vec::new();
         let mut tunnels = Vec::new();
-        for m in &plan.members_after {
+        // Nodes added after this one are not started yet: ask only the members that exist now.
+        let later: Vec<&str> = plan
+            .adding
+            .iter()
+            .skip_while(|a| a.id != node_id)
+            .skip(1)
+            .map(|a| a.name.as_str())
+            .collect();
+        for m in plan
+            .members_after
+            .iter()
+            .filter(|m| !later.contains(&m.name.as_str()))
+        {
             let r = self.remote(&m.name)?;
             let t = r
                 .tunnel(&m.internal_address, PORT_API)

@@ -139,6 +139,10 @@ pub struct ExpandArgs {
     /// Remove a lock left by a run that died (check first that no other run is going on).
     #[arg(long)]
     pub force_unlock: bool,
+
+    /// At most this many hosts prepared at once (checks and file changes; joins are always one at a time).
+    #[arg(long, default_value_t = 8, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub parallel: u16,
 }
 
 #[derive(Debug, Args)]

@@ -26,6 +26,7 @@ pub fn run(cli: &Cli, args: &ExpandArgs, out: &mut dyn Write) -> Result<(), Fail
         args.dry_run,
         args.force_unlock,
         false,
+        args.parallel as usize,
     )
 }
 
@@ -44,6 +45,7 @@ pub fn check(cli: &Cli, args: &crate::cli::CheckArgs) -> Result<(), Failure> {
         true,
         false,
         true,
+        8,
     )
 }
 
@@ -57,6 +59,7 @@ fn engine_run(
     dry_run: bool,
     force_unlock: bool,
     check_only: bool,
+    parallel: usize,
 ) -> Result<(), Failure> {
     let reporter: Arc<dyn wk_engine::Reporter> = match cli.output {
         OutputFormat::Json => Arc::new(output::JsonLines),
@@ -82,6 +85,7 @@ fn engine_run(
         dry_run,
         force_unlock,
         check_only,
+        parallel,
         runs_dir,
         command: std::env::args().collect::<Vec<_>>().join(" "),
         owner: format!(
@@ -131,6 +135,13 @@ fn engine_run(
             reporter.clone(),
         );
         let result = engine.expand(&opts).await;
+        reporter.event(&wk_engine::Event::Stats {
+            hosts: hosts
+                .iter()
+                .map(|(n, h)| (n.clone(), h.connections_opened(), h.commands_run()))
+                .collect(),
+            peak_rss_kb: output::peak_rss_kb(),
+        });
         for h in hosts.values() {
             h.close().await;
         }

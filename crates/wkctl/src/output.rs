@@ -264,6 +264,25 @@ pub fn event_text(e: &wk_engine::Event) -> String {
             } => {
                 let _ = writeln!(o, "join       {node} ({id}): status {status} {text}");
             }
+            E::Timings { phases } => {
+                let parts: Vec<String> = phases
+                    .iter()
+                    .map(|(p, ms)| format!("{p} {ms} ms"))
+                    .collect();
+                let _ = writeln!(o, "timings    {}", parts.join(", "));
+            }
+            E::Stats { hosts, peak_rss_kb } => {
+                let parts: Vec<String> = hosts
+                    .iter()
+                    .map(|(h, c, n)| format!("{h} {c} connection(s) {n} command(s)"))
+                    .collect();
+                let _ = writeln!(
+                    o,
+                    "stats      {}; peak memory {:.1} MB",
+                    parts.join(", "),
+                    *peak_rss_kb as f64 / 1024.0
+                );
+            }
             E::Finished {
                 run_id,
                 dry_run,
@@ -450,4 +469,17 @@ pub fn status_table(rows: &[wk_engine::status::NodeStatus]) -> String {
         );
     }
     o
+}
+
+/// wkctl's peak resident memory (VmHWM), in kB; 0 where /proc does not tell.
+pub fn peak_rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
 }

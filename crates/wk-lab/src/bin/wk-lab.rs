@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 fn usage() -> ExitCode {
-    eprintln!("usage: wk-lab up [--hosts N] | deploy-single HOST | inventory | down | status\n  WKLAB_DIR (default {}) and WKLAB_SUBNET (default {}) choose where", wk_lab::DEFAULT_DIR, wk_lab::DEFAULT_SUBNET);
+    eprintln!("usage: wk-lab up [--hosts N] | deploy-single HOST | inventory | sh HOST COMMAND | down | status\n  WKLAB_DIR (default {}) and WKLAB_SUBNET (default {}) choose where", wk_lab::DEFAULT_DIR, wk_lab::DEFAULT_SUBNET);
     ExitCode::from(2)
 }
 
@@ -35,6 +35,11 @@ fn main() -> ExitCode {
                 .map(|()| println!("{host}: single node 1001 is up and joined")),
             (None, _) => return usage(),
             (_, Err(e)) => Err(e),
+        },
+        Some("sh") => match (args.get(1), args.get(2), wk_lab::Lab::from_env()) {
+            (Some(host), Some(cmd), Ok(lab)) => lab.sh(host, cmd).map(|out| print!("{out}")),
+            (None, _, _) | (_, None, _) => return usage(),
+            (_, _, Err(e)) => Err(e),
         },
         Some("inventory") => wk_lab::Lab::from_env().map(|lab| print!("{}", lab.inventory())),
         Some("down") => wk_lab::down(&wk_lab::lab_dir()).map(|()| println!("lab is down")),

@@ -250,6 +250,7 @@ pub struct SshRemote {
     prompter: Arc<dyn Prompter>,
     conn: tokio::sync::Mutex<Option<Arc<Conn>>>,
     connects: AtomicUsize,
+    commands: AtomicUsize,
     sudo_checked: OnceCell<()>,
 }
 
@@ -282,6 +283,7 @@ impl SshRemote {
             prompter,
             conn: tokio::sync::Mutex::new(None),
             connects: AtomicUsize::new(0),
+            commands: AtomicUsize::new(0),
             sudo_checked: OnceCell::new(),
         };
         let c = r.open().await?;
@@ -292,6 +294,11 @@ impl SshRemote {
     /// How many times a connection to the target was opened (1 for a run without drops).
     pub fn connections_opened(&self) -> usize {
         self.connects.load(Ordering::SeqCst)
+    }
+
+    /// How many commands ran on the host (each one channel), file operations included.
+    pub fn commands_run(&self) -> usize {
+        self.commands.load(Ordering::SeqCst)
     }
 
     /// Between steps: opens the connection again if it was lost. Never called mid-step.
@@ -677,6 +684,7 @@ impl SshRemote {
             host: host.clone(),
             context: format!(" while running `{}` ({what})", shell::first_line(command)),
         };
+        self.commands.fetch_add(1, Ordering::SeqCst);
         let channel = conn
             .handle
             .channel_open_session()
