@@ -705,3 +705,206 @@ fn two_nodes_in_one_run_join_one_after_the_other() {
         text(&st.stdout)
     );
 }
+
+/// node8 runs the single node, node9 is added. A failed run is rolled back to the bytes; a run
+/// killed half way (SIGKILL) is resumed to the end; a joined node refuses a rollback.
+#[test]
+fn rollback_to_the_bytes_and_resume_after_a_kill() {
+    let Some(lab) = lab() else { return };
+    if lab
+        .hosts
+        .iter()
+        .filter(|h| h.name.starts_with("node"))
+        .count()
+        < 9
+    {
+        assert!(
+            std::env::var_os("WKLAB_REQUIRED").is_none(),
+            "this test needs `wk-lab up --hosts 9`"
+        );
+        eprintln!("skipped: the lab has fewer than 9 nodes");
+        return;
+    }
+    reset(&lab, "node8");
+    reset(&lab, "node9");
+    lab.put(
+        "node8",
+        "~/.config/wksim/env",
+        "WKSIM_JOIN_DELAY_MS=700\nWKSIM_FAULT=refuse_joins\n",
+    )
+    .unwrap();
+    lab.deploy_single("node8", &SingleNode::default()).unwrap();
+    let dir = std::env::temp_dir().join(format!("wkctl-lab-undo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    inventory_of(&lab, &dir, "node8", "node9");
+    let quick = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../playbooks/expand.yml"),
+    )
+    .unwrap()
+    .replace("timeout_secs: 180", "timeout_secs: 3")
+    .replace("timeout_secs: 600", "timeout_secs: 3");
+    std::fs::write(dir.join("quick.yml"), quick).unwrap();
+    let files = |h: &str| {
+        lab.sh(h, "cd ~/wukongim 2>/dev/null && sha256sum docker-compose.yml prometheus.yml nginx.conf 2>/dev/null; true").unwrap()
+    };
+    let before = files("node8");
+
+    // A run that fails (the leader refuses joins) ...
+    let failed = wkctl(
+        &dir,
+        &["expand", "--add", "node2", "--playbook", "quick.yml"],
+    );
+    assert_eq!(failed.status.code(), Some(1), "{}", text(&failed.stderr));
+    assert_ne!(files("node8"), before, "the run changed node8's files");
+    let runs = text(&wkctl(&dir, &["runs"]).stdout);
+    assert!(runs.contains("stopped (a step failed)"), "{runs}");
+    // ... a rollback dry run changes nothing ...
+    let dry = wkctl(&dir, &["rollback", "--dry-run"]);
+    assert_eq!(dry.status.code(), Some(0), "{}", text(&dry.stderr));
+    assert!(
+        text(&dry.stdout).contains("would have restored ~/wukongim/docker-compose.yml"),
+        "{}",
+        text(&dry.stdout)
+    );
+    assert!(lab
+        .ssh("node9", "test -d ~/wukongim")
+        .unwrap()
+        .status
+        .success());
+    // ... and the rollback puts every byte back and leaves node9 clean.
+    let rb = wkctl(&dir, &["rollback"]);
+    assert_eq!(
+        rb.status.code(),
+        Some(0),
+        "{}{}",
+        text(&rb.stdout),
+        text(&rb.stderr)
+    );
+    assert_eq!(
+        files("node8"),
+        before,
+        "node8's files are byte for byte as before"
+    );
+    assert!(
+        !lab.ssh("node8", "test -e ~/wukongim/.wkctl.lock")
+            .unwrap()
+            .status
+            .success(),
+        "the lock is gone"
+    );
+    let ps = lab
+        .sh("node8", "cd ~/wukongim && docker compose ps")
+        .unwrap();
+    assert!(
+        !ps.contains("nginx") && ps.contains("wukongim-wukongim-1"),
+        "{ps}"
+    );
+    assert!(
+        !lab.ssh("node9", "test -e ~/wukongim")
+            .unwrap()
+            .status
+            .success(),
+        "node9 is clean"
+    );
+    assert!(lab
+        .pids(lab.host("node9"))
+        .iter()
+        .all(|p| std::fs::read_to_string(format!("/proc/{p}/cmdline"))
+            .map(|c| !c.contains("wk-sim"))
+            .unwrap_or(true)));
+    assert!(text(&wkctl(&dir, &["runs"]).stdout).contains("rolled back"));
+    assert_eq!(
+        wkctl(&dir, &["rollback"]).status.code(),
+        Some(2),
+        "nothing left to roll back"
+    );
+
+    // A run killed half way (SIGKILL, by its pid), then resumed to the end.
+    lab.put("node8", "~/.config/wksim/env", "WKSIM_JOIN_DELAY_MS=700\n")
+        .unwrap();
+    lab.sh("node8", "cd ~/wukongim && docker compose restart wukongim")
+        .unwrap();
+    lab.wait_joined(
+        "node8",
+        &lab.host("node8").ip.clone(),
+        1001,
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    let mut run = Command::new(env!("CARGO_BIN_EXE_wkctl"))
+        .args(["expand", "--add", "node2"])
+        .current_dir(&dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while !lab
+        .ssh("node9", "test -e ~/wukongim/docker-compose.yml")
+        .unwrap()
+        .status
+        .success()
+    {
+        assert!(t.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = Command::new("kill")
+        .args(["-KILL", &run.id().to_string()])
+        .status();
+    let _ = run.wait();
+    let runs = text(&wkctl(&dir, &["runs"]).stdout);
+    assert!(
+        runs.lines().last().unwrap().contains("interrupted"),
+        "{runs}"
+    );
+    let again = wkctl(&dir, &["expand", "--add", "node2"]);
+    assert_eq!(
+        again.status.code(),
+        Some(4),
+        "the killed run still holds the lock"
+    );
+    let resumed = wkctl(&dir, &["resume"]);
+    assert_eq!(
+        resumed.status.code(),
+        Some(0),
+        "{}{}",
+        text(&resumed.stdout),
+        text(&resumed.stderr)
+    );
+    assert!(
+        text(&resumed.stdout).contains("已加入"),
+        "{}",
+        text(&resumed.stdout)
+    );
+    let st = wkctl(&dir, &["status"]);
+    assert_eq!(st.status.code(), Some(0), "{}", text(&st.stdout));
+    assert_eq!(
+        text(&st.stdout).matches("3 已加入").count(),
+        2,
+        "{}",
+        text(&st.stdout)
+    );
+    let journal = std::fs::read_to_string(
+        std::fs::read_dir(dir.join(".wkctl/runs"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .max()
+            .unwrap()
+            .join("journal.jsonl"),
+    )
+    .unwrap();
+    assert!(
+        journal.contains("\"run_resumed\"") && journal.trim_end().ends_with('}'),
+        "one journal, resumed"
+    );
+    // A joined node cannot be rolled back without --after-join.
+    let refused = wkctl(&dir, &["rollback"]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        text(&refused.stderr).contains("no removal API")
+            && text(&refused.stderr).contains("--after-join"),
+        "{}",
+        text(&refused.stderr)
+    );
+}

@@ -83,6 +83,46 @@ impl Journal {
         Ok(j)
     }
 
+    /// Opens an existing run's journal to go on appending (resume, rollback).
+    pub fn open(dir: &Path) -> std::io::Result<Journal> {
+        let run_id = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let seq = std::fs::read_to_string(dir.join("journal.jsonl"))?
+            .lines()
+            .count();
+        let file = OpenOptions::new()
+            .append(true)
+            .open(dir.join("journal.jsonl"))?;
+        Ok(Journal {
+            dir: dir.to_path_buf(),
+            run_id,
+            file,
+            seq,
+        })
+    }
+
+    /// The lines of a journal; a line cut short by a crash is reported, not guessed at.
+    pub fn read(dir: &Path) -> std::io::Result<Vec<serde_json::Value>> {
+        let text = std::fs::read_to_string(dir.join("journal.jsonl"))?;
+        let mut out = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            match serde_json::from_str(line) {
+                Ok(v) => out.push(v),
+                Err(_) if i + 1 == text.lines().count() && !text.ends_with('\n') => break,
+                Err(e) => {
+                    return Err(std::io::Error::other(format!(
+                        "{}: line {}: {e}",
+                        dir.join("journal.jsonl").display(),
+                        i + 1
+                    )))
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Appends one line and fsyncs it.
     pub fn append(&mut self, mut entry: serde_json::Value) -> std::io::Result<()> {
         self.seq += 1;

@@ -6,6 +6,7 @@ pub mod events;
 pub mod journal;
 mod run;
 pub mod status;
+pub mod undo;
 
 pub use events::{Event, Reporter};
-pub use run::{connect_all, Engine, EngineError, Options, Outcome};
+pub use run::{connect_all, Engine, EngineError, Options, Outcome, Resume};

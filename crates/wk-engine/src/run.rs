@@ -72,6 +72,21 @@ pub struct Options {
     pub check_only: bool,
     /// At most this many hosts worked on at once within one playbook step.
     pub parallel: usize,
+    /// Going on with a run that stopped (`wkctl resume`).
+    pub resume: Option<Resume>,
+}
+
+/// What a resumed run carries over from its journal.
+#[derive(Debug, Clone)]
+pub struct Resume {
+    pub run_id: String,
+    pub dir: PathBuf,
+    /// The plan the run began with (plan.json): a plan built now must be the same.
+    pub plan: serde_json::Value,
+    /// Files the run changed, as (host, path): what they feed (restarts, reloads) still runs.
+    pub changed: Vec<(String, String)>,
+    /// New nodes whose WuKongIM the run started.
+    pub started: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -151,6 +166,18 @@ impl<R: Remote + 'static> Engine<R> {
 
     fn say(&self, e: Event) {
         self.reporter.event(&e);
+    }
+
+    pub(crate) fn report(&self, e: Event) {
+        self.reporter.event(&e);
+    }
+
+    pub(crate) fn inventory(&self) -> &Inventory {
+        &self.inv
+    }
+
+    pub(crate) fn host(&self, host: &str) -> Result<&Arc<R>, EngineError> {
+        self.remote(host)
     }
 
     fn remote(&self, host: &str) -> Result<&Arc<R>, EngineError> {
@@ -273,7 +300,11 @@ impl<R: Remote + 'static> Engine<R> {
 
         // The lock, before anything else: a second run is refused at once.
         if let Some(holder) = &states[&gateway.name].lock {
-            if !opts.force_unlock {
+            let ours = opts
+                .resume
+                .as_ref()
+                .is_some_and(|r| holder.contains(&format!("run={} ", r.run_id)));
+            if !opts.force_unlock && !ours {
                 return Err(EngineError::Locked {
                     host: gateway.name.clone(),
                     path: format!("{}/.wkctl.lock", gateway.install_dir),
@@ -401,6 +432,20 @@ impl<R: Remote + 'static> Engine<R> {
                     "joined",
                     true,
                     "already a member at status 3 (已加入)".into(),
+                    None,
+                );
+                continue;
+            }
+            if opts
+                .resume
+                .as_ref()
+                .is_some_and(|r| r.started.contains(&a.name))
+            {
+                check(
+                    &a.name,
+                    "resumed",
+                    true,
+                    "its WuKongIM was started by the run being resumed".into(),
                     None,
                 );
                 continue;
@@ -621,8 +666,51 @@ impl<R: Remote + 'static> Engine<R> {
         let plan = wk_plan::build(inv, &self.inv_text, &self.sources, &req)
             .map_err(|e| EngineError::Input(e.to_string()))?;
 
+        if let Some(r) = &opts.resume {
+            let now = serde_json::to_value(&plan).map_err(|e| EngineError::Input(e.to_string()))?;
+            if now["fingerprint"] != r.plan["fingerprint"] {
+                let ids = |p: &serde_json::Value| -> BTreeMap<String, serde_json::Value> {
+                    p["steps"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|st| {
+                            (
+                                st["id"].as_str().unwrap_or("").to_string(),
+                                st["action"].clone(),
+                            )
+                        })
+                        .collect()
+                };
+                let (a, b) = (ids(&r.plan), ids(&now));
+                let differ: Vec<String> = a
+                    .keys()
+                    .chain(b.keys())
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .filter(|k| a.get(*k) != b.get(*k))
+                    .cloned()
+                    .collect();
+                return Err(EngineError::Input(format!(
+                    "the inventory, playbook or templates changed since run {} began; resuming would do something else than it planned. Steps that differ: {}\n  fix: put the inputs back as they were, or roll the run back (`wkctl rollback {}`) and start a new one",
+                    r.run_id,
+                    if differ.is_empty() { "none (only inputs that do not change a step)".into() } else { differ.join(", ") },
+                    r.run_id
+                )));
+            }
+        }
         let journal = if opts.dry_run {
             None
+        } else if let Some(r) = &opts.resume {
+            let mut j = Journal::open(&r.dir).map_err(|e| {
+                EngineError::Host(format!(
+                    "cannot open the journal in {}: {e}",
+                    r.dir.display()
+                ))
+            })?;
+            j.append(json!({"type": "run_resumed", "command": opts.command}))
+                .map_err(|e| EngineError::Host(e.to_string()))?;
+            Some(j)
         } else {
             std::fs::create_dir_all(&opts.runs_dir).map_err(|e| {
                 EngineError::Host(format!("cannot create {}: {e}", opts.runs_dir.display()))
@@ -645,7 +733,12 @@ impl<R: Remote + 'static> Engine<R> {
 
         let ctx = Ctx {
             dry: opts.dry_run,
-            changed_paths: std::sync::Mutex::new(BTreeSet::new()),
+            changed_paths: std::sync::Mutex::new(
+                opts.resume
+                    .as_ref()
+                    .map(|r| r.changed.iter().cloned().collect())
+                    .unwrap_or_default(),
+            ),
             before: std::sync::Mutex::new(BTreeMap::new()),
             journal: journal.map(tokio::sync::Mutex::new),
             owner: opts.owner.clone(),
@@ -1069,6 +1162,10 @@ impl<R: Remote + 'static> Engine<R> {
                         .flatten()
                         .map(|f| String::from_utf8_lossy(&f.content).trim().to_string())
                         .unwrap_or_default();
+                    // A resumed run finds its own lock.
+                    if holder.contains(&format!("run={} ", ctx.run_id)) {
+                        return Ok(Done::Ok(format!("holds {path} (since the run began)")));
+                    }
                     return Err(EngineError::Locked {
                         host: step.host.clone(),
                         path: path.clone(),

@@ -85,6 +85,36 @@ pub enum Command {
     ))]
     Init(InitArgs),
 
+    /// The runs journaled beside the inventory (.wkctl/runs): id, command, start, state.
+    #[command(
+        after_help = "Examples:\n  wkctl runs\n  wkctl runs show              the last run, as a timeline\n  wkctl runs show 20261125T013520Z-d8d2"
+    )]
+    Runs {
+        #[command(subcommand)]
+        show: Option<RunsCommand>,
+    },
+
+    /// Go on with a run that stopped: steps already done are checked on the hosts and skipped.
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  wkctl resume                           the last run that did not finish\n",
+        "  wkctl resume 20261125T013520Z-d8d2\n\n",
+        "It refuses when the inventory, playbook or templates changed since the run began.\n",
+        "Exit codes: as for expand"
+    ))]
+    Resume(ResumeArgs),
+
+    /// Undo a run, newest change first: files back byte for byte, what it created removed.
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  wkctl rollback --dry-run                what the last run's rollback would do\n",
+        "  wkctl rollback 20261125T013520Z-d8d2\n\n",
+        "A node that has joined cannot leave a WuKongIM v2 cluster (no removal API): the rollback\n",
+        "stops and explains, unless --after-join.\n",
+        "Exit codes: 0 undone; 2 refused (see the message); 3 a host cannot be used"
+    ))]
+    Rollback(RollbackArgs),
+
     /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout.
     #[command(after_help = "Example:\n  wkctl completions bash > /etc/bash_completion.d/wkctl")]
     Completions {
@@ -165,4 +195,36 @@ pub struct InitArgs {
     /// Overwrite an existing inventory file.
     #[arg(long)]
     pub force: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// One run's journal as a readable timeline (the last run when no id is given).
+    Show { id: Option<String> },
+}
+
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// The run to resume (default: the last one that did not finish).
+    pub id: Option<String>,
+    /// The playbook the run used, if not the built-in one.
+    #[arg(long, value_name = "FILE")]
+    pub playbook: Option<PathBuf>,
+    /// The templates the run used, if not the built-in ones.
+    #[arg(long, value_name = "DIR")]
+    pub templates: Option<PathBuf>,
+    #[arg(long, default_value_t = 8, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub parallel: u16,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The run to undo (default: the last one not rolled back).
+    pub id: Option<String>,
+    /// Show what would be undone; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Undo even though a node has joined (it stays in the cluster's member list, offline).
+    #[arg(long)]
+    pub after_join: bool,
 }

@@ -27,6 +27,7 @@ pub fn run(cli: &Cli, args: &ExpandArgs, out: &mut dyn Write) -> Result<(), Fail
         args.force_unlock,
         false,
         args.parallel as usize,
+        None,
     )
 }
 
@@ -46,6 +47,7 @@ pub fn check(cli: &Cli, args: &crate::cli::CheckArgs) -> Result<(), Failure> {
         false,
         true,
         8,
+        None,
     )
 }
 
@@ -60,6 +62,7 @@ fn engine_run(
     force_unlock: bool,
     check_only: bool,
     parallel: usize,
+    resume: Option<wk_engine::Resume>,
 ) -> Result<(), Failure> {
     let reporter: Arc<dyn wk_engine::Reporter> = match cli.output {
         OutputFormat::Json => Arc::new(output::JsonLines),
@@ -68,24 +71,14 @@ fn engine_run(
         }
         OutputFormat::Text => Arc::new(output::Text),
     };
-    let runs_dir = cli
-        .inventory
-        .parent()
-        .map(|p| {
-            if p.as_os_str().is_empty() {
-                std::path::Path::new(".")
-            } else {
-                p
-            }
-        })
-        .unwrap_or(std::path::Path::new("."))
-        .join(".wkctl/runs");
+    let runs_dir = runs_dir(cli);
     let opts = wk_engine::Options {
         add,
         dry_run,
         force_unlock,
         check_only,
         parallel,
+        resume,
         runs_dir,
         command: std::env::args().collect::<Vec<_>>().join(" "),
         owner: format!(
@@ -244,4 +237,203 @@ pub fn status(cli: &Cli, out: &mut dyn Write) -> Result<(), Failure> {
         return Err(Failure { code: crate::exit::FAILED, message: format!("{bad} node(s) need attention (see PROBLEMS); docs/troubleshooting.md says what to do") });
     }
     Ok(())
+}
+
+/// `.wkctl/runs` beside the inventory.
+pub fn runs_dir(cli: &Cli) -> std::path::PathBuf {
+    let parent = cli
+        .inventory
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    parent.join(".wkctl/runs")
+}
+
+fn pick_run(
+    cli: &Cli,
+    id: Option<&String>,
+    wanted: impl Fn(&str) -> bool,
+    what: &str,
+) -> Result<std::path::PathBuf, Failure> {
+    let dir = runs_dir(cli);
+    let runs = wk_engine::undo::list_runs(&dir);
+    let id = match id {
+        Some(i) => runs
+            .iter()
+            .find(|r| &r.0 == i)
+            .map(|r| r.0.clone())
+            .ok_or_else(|| {
+                Failure::bad_input(format!(
+                    "no run {i} in {}\n  fix: `wkctl runs` lists them",
+                    dir.display()
+                ))
+            })?,
+        None => runs
+            .iter()
+            .rev()
+            .find(|r| wanted(&r.3))
+            .map(|r| r.0.clone())
+            .ok_or_else(|| Failure::bad_input(format!("no run to {what} in {}", dir.display())))?,
+    };
+    Ok(dir.join(id))
+}
+
+/// `wkctl runs` / `wkctl runs show [ID]`.
+pub fn runs(
+    cli: &Cli,
+    show: Option<&crate::cli::RunsCommand>,
+    out: &mut dyn Write,
+) -> Result<(), Failure> {
+    let mut text = String::new();
+    match show {
+        None => {
+            let runs = wk_engine::undo::list_runs(&runs_dir(cli));
+            if cli.output == OutputFormat::Json {
+                let v: Vec<_> = runs.iter().map(|(id, cmd, t, st)| serde_json::json!({"id": id, "command": cmd, "started": t, "state": st})).collect();
+                text = serde_json::to_string_pretty(&v).unwrap_or_default() + "\n";
+            } else {
+                text.push_str(&format!("{:<24} {:<26} {}\n", "RUN", "STATE", "COMMAND"));
+                for (id, cmd, _, st) in &runs {
+                    text.push_str(&format!("{id:<24} {st:<26} {cmd}\n"));
+                }
+            }
+        }
+        Some(crate::cli::RunsCommand::Show { id }) => {
+            let dir = pick_run(cli, id.as_ref(), |_| true, "show")?;
+            let lines = wk_engine::journal::Journal::read(&dir)
+                .map_err(|e| Failure::bad_input(e.to_string()))?;
+            for l in &lines {
+                let what = match l["type"].as_str().unwrap_or("") {
+                    "run_started" => {
+                        format!("run started: {}", l["command"].as_str().unwrap_or(""))
+                    }
+                    "run_resumed" => {
+                        format!("run resumed: {}", l["command"].as_str().unwrap_or(""))
+                    }
+                    "step_started" => format!(
+                        "{} on {}",
+                        l["step"].as_str().unwrap_or(""),
+                        l["host"].as_str().unwrap_or("")
+                    ),
+                    "before_image" => format!(
+                        "  before: {} on {} ({})",
+                        l["path"].as_str().unwrap_or(""),
+                        l["host"].as_str().unwrap_or(""),
+                        if l["existed"] == true {
+                            "kept in before/"
+                        } else {
+                            "did not exist"
+                        }
+                    ),
+                    "applied" => format!("  written: {}", l["path"].as_str().unwrap_or("")),
+                    "verified" => format!("  done: {}", l["note"].as_str().unwrap_or("")),
+                    "ok" => format!("  already so: {}", l["note"].as_str().unwrap_or("")),
+                    "failed" => format!("  FAILED: {}", l["error"].as_str().unwrap_or("")),
+                    "undone" => format!(
+                        "  undone: {} on {}",
+                        l["path"].as_str().unwrap_or(""),
+                        l["host"].as_str().unwrap_or("")
+                    ),
+                    other => other.replace('_', " "),
+                };
+                text.push_str(&format!("{:>4}  {what}\n", l["seq"].as_u64().unwrap_or(0)));
+            }
+        }
+    }
+    crate::write_out(out, text.as_bytes())
+}
+
+/// `wkctl resume [ID]`.
+pub fn resume(cli: &Cli, args: &crate::cli::ResumeArgs) -> Result<(), Failure> {
+    let dir = pick_run(
+        cli,
+        args.id.as_ref(),
+        |st| st.starts_with("stopped") || st == "interrupted",
+        "resume",
+    )?;
+    let state = wk_engine::undo::resume_state(&dir).map_err(engine_failure)?;
+    let add: Vec<String> = state.plan["adding"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n["name"].as_str().map(str::to_string))
+        .collect();
+    let (inventory, text) = load_inventory(cli)?;
+    let sources = Sources::with_overrides(args.playbook.as_deref(), args.templates.as_deref())
+        .map_err(Failure::bad_input)?;
+    inventory
+        .check_additions(&add)
+        .map_err(|d| Failure::bad_input(output::diagnostics(&d)))?;
+    engine_run(
+        cli,
+        &inventory,
+        &text,
+        &sources,
+        add,
+        false,
+        false,
+        false,
+        args.parallel as usize,
+        Some(state),
+    )
+}
+
+/// `wkctl rollback [ID]`.
+pub fn rollback(cli: &Cli, args: &crate::cli::RollbackArgs) -> Result<(), Failure> {
+    let dir = pick_run(cli, args.id.as_ref(), |st| st != "rolled back", "roll back")?;
+    let (inventory, text) = load_inventory(cli)?;
+    let reporter: Arc<dyn wk_engine::Reporter> = match cli.output {
+        OutputFormat::Json => Arc::new(output::JsonLines),
+        OutputFormat::Text => Arc::new(output::Text),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure {
+            code: 1,
+            message: e.to_string(),
+        })?;
+    rt.block_on(async {
+        let hosts = wk_engine::connect_all(
+            &inventory,
+            Arc::new(output::TtyPrompter),
+            None,
+            reporter.as_ref(),
+        )
+        .await
+        .map_err(engine_failure)?;
+        let engine = wk_engine::Engine::new(
+            inventory.clone(),
+            text.clone(),
+            Sources::embedded(),
+            hosts.clone(),
+            reporter.clone(),
+        );
+        let result = engine
+            .rollback(
+                &dir,
+                &wk_engine::undo::RollbackOptions {
+                    dry_run: args.dry_run,
+                    after_join: args.after_join,
+                },
+            )
+            .await;
+        for h in hosts.values() {
+            h.close().await;
+        }
+        let n = result.map_err(engine_failure)?;
+        let id = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        reporter.event(&wk_engine::Event::Warning {
+            message: if args.dry_run {
+                format!("dry run: {n} change(s) of run {id} would be undone; nothing was changed")
+            } else {
+                format!("run {id}: {n} change(s) undone")
+            },
+        });
+        Ok(())
+    })
 }

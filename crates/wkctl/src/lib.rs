@@ -57,6 +57,9 @@ pub fn run() -> ExitCode {
         cli::Command::Check(args) => expand::check(&cli, args),
         cli::Command::Status => expand::status(&cli, &mut out),
         cli::Command::Init(args) => init::run(&cli, args, &mut out),
+        cli::Command::Runs { show } => expand::runs(&cli, show.as_ref(), &mut out),
+        cli::Command::Resume(args) => expand::resume(&cli, args),
+        cli::Command::Rollback(args) => expand::rollback(&cli, args),
         cli::Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             let mut buf = Vec::new();

@@ -725,6 +725,18 @@ pub fn main(flavor: Flavor, args: &[String]) -> i32 {
             }
             0
         }
+        "rm" => {
+            // `rm -s -f SERVICE…`: stop and remove those services.
+            for s in &services {
+                stop(&project.name, s);
+                let _ = fs::remove_dir_all(svc_dir(&project.name, s));
+                say(&format!(
+                    " Container {}  Removed",
+                    container(&project.name, s)
+                ));
+            }
+            0
+        }
         "down" => {
             for e in fs::read_dir(state_root(&project.name))
                 .into_iter()
