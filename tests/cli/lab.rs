@@ -820,6 +820,45 @@ fn rollback_to_the_bytes_and_resume_after_a_kill() {
         "nothing left to roll back"
     );
 
+    // Ctrl-C (SIGINT, by pid): the run stops after the step under way, exit 130, and is undone.
+    let run = Command::new(env!("CARGO_BIN_EXE_wkctl"))
+        .args(["expand", "--add", "node2", "--playbook", "quick.yml"])
+        .current_dir(&dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while !lab
+        .ssh("node9", "test -e ~/wukongim/docker-compose.yml")
+        .unwrap()
+        .status
+        .success()
+    {
+        assert!(t.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = Command::new("kill")
+        .args(["-INT", &run.id().to_string()])
+        .status();
+    let out = run.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stderr).contains("stopped after step"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(text(&wkctl(&dir, &["runs"]).stdout).contains("stopped (Ctrl-C)"));
+    let rb = wkctl(&dir, &["rollback"]);
+    assert_eq!(rb.status.code(), Some(0), "{}", text(&rb.stderr));
+    assert_eq!(files("node8"), before, "undone again to the bytes");
+
     // A run killed half way (SIGKILL, by its pid), then resumed to the end.
     lab.put("node8", "~/.config/wksim/env", "WKSIM_JOIN_DELAY_MS=700\n")
         .unwrap();

@@ -37,6 +37,9 @@ pub enum EngineError {
         path: String,
         holder: String,
     },
+    /// The operator stopped the run (Ctrl-C) between two steps.
+    #[error("stopped after step `{after}` as asked (Ctrl-C); the journal is consistent: `wkctl resume` goes on, `wkctl rollback` undoes")]
+    Interrupted { after: String },
     /// A step failed; the journal says what was done.
     #[error("step `{step}` on {host}: {message}")]
     Step {
@@ -52,6 +55,7 @@ impl EngineError {
             EngineError::Input(_) => 2,
             EngineError::Host(_) | EngineError::Preflight { .. } => 3,
             EngineError::Locked { .. } => 4,
+            EngineError::Interrupted { .. } => 130,
             EngineError::Step { .. } => 1,
         }
     }
@@ -74,6 +78,8 @@ pub struct Options {
     pub parallel: usize,
     /// Going on with a run that stopped (`wkctl resume`).
     pub resume: Option<Resume>,
+    /// Set (by Ctrl-C) to stop after the step under way.
+    pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// What a resumed run carries over from its journal.
@@ -754,6 +760,22 @@ impl<R: Remote + 'static> Engine<R> {
         )];
         let mut i = 0;
         while i < total {
+            if opts
+                .cancel
+                .as_ref()
+                .is_some_and(|c| c.load(std::sync::atomic::Ordering::SeqCst))
+            {
+                let after = if i == 0 {
+                    "(none)".to_string()
+                } else {
+                    plan.steps[i - 1].id.clone()
+                };
+                let _ = ctx
+                    .log(json!({"type": "run_stopped", "reason": "interrupted by the operator"}))
+                    .await;
+                self.say(Event::Timings { phases: phase_ms });
+                return Err(EngineError::Interrupted { after });
+            }
             // Steps of one playbook step on different hosts run at once (at most `parallel`),
             // where that is safe: checks and file changes. Restarts and joins stay one at a time.
             let kind = |st: &Step| (st.id.split('@').next().unwrap_or("").to_string(), st.phase);

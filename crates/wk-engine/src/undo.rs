@@ -308,6 +308,11 @@ pub fn list_runs(runs_dir: &Path) -> Vec<(String, String, u64, String)> {
                     "rolled back"
                 } else if has("run_finished") {
                     "finished"
+                } else if lines
+                    .iter()
+                    .any(|l| l["type"] == "run_stopped" && l["reason"].is_string())
+                {
+                    "stopped (Ctrl-C)"
                 } else if has("run_stopped") {
                     "stopped (a step failed)"
                 } else {

@@ -8,7 +8,8 @@ Exit codes:
   1  a step failed on a host; the journal (.wkctl/runs/) says what was done
   2  bad input (command line, inventory, playbook, templates); nothing was changed
   3  a host cannot be used, or preflight failed; nothing was changed
-  4  the cluster is locked by another run; nothing was changed";
+  4  the cluster is locked by another run; nothing was changed
+130  stopped by Ctrl-C (after the step under way; a second Ctrl-C cuts it): `wkctl resume` goes on";
 
 /// Grow a running WuKongIM docker-compose deployment into a cluster, over SSH.
 #[derive(Debug, Parser)]

@@ -64,6 +64,7 @@ fn engine_run(
     parallel: usize,
     resume: Option<wk_engine::Resume>,
 ) -> Result<(), Failure> {
+    let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let reporter: Arc<dyn wk_engine::Reporter> = match cli.output {
         OutputFormat::Json => Arc::new(output::JsonLines),
         OutputFormat::Text if std::io::IsTerminal::is_terminal(&std::io::stdout()) => {
@@ -79,6 +80,7 @@ fn engine_run(
         check_only,
         parallel,
         resume,
+        cancel: Some(cancel.clone()),
         runs_dir,
         command: std::env::args().collect::<Vec<_>>().join(" "),
         owner: format!(
@@ -112,6 +114,17 @@ fn engine_run(
             message: e.to_string(),
         })?;
     rt.block_on(async {
+        // Ctrl-C: the first stops after the step under way, the second aborts it.
+        let flag = cancel.clone();
+        tokio::spawn(async move {
+            while tokio::signal::ctrl_c().await.is_ok() {
+                if flag.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    eprintln!("\nCtrl-C again: the step under way is cut; `wkctl resume` looks at it again");
+                    std::process::exit(130);
+                }
+                eprintln!("\nCtrl-C: stopping after the step under way (Ctrl-C again cuts it)");
+            }
+        });
         let hosts = wk_engine::connect_all(
             inventory,
             Arc::new(output::TtyPrompter),
