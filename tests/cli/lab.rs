@@ -947,3 +947,167 @@ fn rollback_to_the_bytes_and_resume_after_a_kill() {
         text(&refused.stderr)
     );
 }
+
+/// The bad-input matrix on the lab: node10 runs the single node, node11 is to be added. Each case:
+/// its exit code, a message naming the host and what is wrong, and not one file or process
+/// changed on either host.
+#[test]
+fn bad_input_changes_nothing_on_any_host() {
+    let Some(lab) = lab() else { return };
+    if lab
+        .hosts
+        .iter()
+        .filter(|h| h.name.starts_with("node"))
+        .count()
+        < 11
+    {
+        assert!(
+            std::env::var_os("WKLAB_REQUIRED").is_none(),
+            "this test needs `wk-lab up --hosts 11`"
+        );
+        eprintln!("skipped: the lab has fewer than 11 nodes");
+        return;
+    }
+    reset(&lab, "node10");
+    reset(&lab, "node11");
+    lab.deploy_single("node10", &SingleNode::default()).unwrap();
+    let dir = std::env::temp_dir().join(format!("wkctl-lab-bad-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    inventory_of(&lab, &dir, "node10", "node11");
+    let good = std::fs::read_to_string(dir.join("cluster.yml")).unwrap();
+    let (ip10, ip11) = (lab.host("node10").ip.clone(), lab.host("node11").ip.clone());
+    let stranger = std::fs::read_to_string(lab.stranger_key().with_extension("pub")).unwrap();
+    let stranger: Vec<&str> = stranger.split_whitespace().take(2).collect();
+    std::fs::write(dir.join("empty_known_hosts"), "").unwrap();
+    std::fs::write(
+        dir.join("changed_known_hosts"),
+        format!(
+            "{ip10} {}\n{ip11} {} {}\n",
+            lab.host("node10").host_key,
+            stranger[0],
+            stranger[1]
+        ),
+    )
+    .unwrap();
+
+    struct Case<'a> {
+        name: &'a str,
+        inventory: String,
+        /// (host, command) run before, and after, the case.
+        setup: Option<(&'a str, &'a str)>,
+        cleanup: Option<(&'a str, &'a str)>,
+        env: Option<(&'a str, &'a str)>,
+        code: i32,
+        says: Vec<&'a str>,
+    }
+    let inv = |from: &str, to: &str| good.replace(from, to);
+    let reboot = |addr: &str| {
+        format!(
+            "cd ~/wukongim && docker compose down >/dev/null 2>&1; rm -rf wukongim_data; sed -i 's/WK_CLUSTER_SERVERADDR=[0-9.]*:11110/WK_CLUSTER_SERVERADDR={addr}:11110/' docker-compose.yml && docker compose up -d >/dev/null 2>&1 && sleep 2"
+        )
+    };
+    let wrong_boot = reboot(&lab.host("bastion").ip);
+    let right_boot = reboot(&ip10);
+    let kh = lab.known_hosts().display().to_string();
+    let node2_ssh = format!("ssh: {{ user: {} }}", lab.host("node11").user);
+    let cases = vec![
+        Case { name: "wrong key", inventory: inv(&lab.key().display().to_string(), &lab.stranger_key().display().to_string()), setup: None, cleanup: None, env: None, code: 3, says: vec!["node1: authentication as", "id_stranger"] },
+        Case { name: "unknown host key", inventory: inv(&kh, &dir.join("empty_known_hosts").display().to_string()), setup: None, cleanup: None, env: None, code: 3, says: vec!["is not known", "ssh-keyscan"] },
+        Case { name: "changed host key", inventory: inv(&kh, &dir.join("changed_known_hosts").display().to_string()), setup: None, cleanup: None, env: None, code: 3, says: vec!["node2: HOST KEY CHANGED"] },
+        Case { name: "unreachable host", inventory: inv(&node2_ssh, &format!("ssh: {{ user: {}, port: 2222 }}", lab.host("node11").user)), setup: None, cleanup: None, env: None, code: 3, says: vec!["node2: cannot connect"] },
+        Case { name: "wrong sudo password", inventory: inv(&node2_ssh, &format!("ssh: {{ user: {}, sudo: password }}", lab.host("node11").user)), setup: None, cleanup: None, env: Some(("WKCTL_SUDO_PASSWORD", "not-the-password")), code: 3, says: vec!["sudo"] },
+        Case { name: "port taken on the new node", inventory: good.clone(), setup: Some(("node11", "nohup python3 -c 'import socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((\"0.0.0.0\", 5001)); s.listen(); time.sleep(120)' >/dev/null 2>&1 & echo $! > ~/.port-taker; sleep 0.5")), cleanup: Some(("node11", "kill $(cat ~/.port-taker); rm -f ~/.port-taker")), env: None, code: 3, says: vec!["ports-free", "5001"] },
+        Case { name: "data dir not empty", inventory: good.clone(), setup: Some(("node11", "mkdir -p ~/wukongim/wukongim_data && echo x > ~/wukongim/wukongim_data/old")), cleanup: Some(("node11", "rm -rf ~/wukongim")), env: None, code: 3, says: vec!["install-dir", "holds data"] },
+        Case { name: "node1's compose missing", inventory: good.clone(), setup: Some(("node10", "mv ~/wukongim/docker-compose.yml ~/compose.away")), cleanup: Some(("node10", "mv ~/compose.away ~/wukongim/docker-compose.yml")), env: None, code: 3, says: vec!["service", "docker-compose.yml"] },
+        Case { name: "node1's compose malformed", inventory: good.clone(), setup: Some(("node10", "cp -p ~/wukongim/docker-compose.yml ~/compose.good && printf 'services: [\\n' > ~/wukongim/docker-compose.yml")), cleanup: Some(("node10", "mv ~/compose.good ~/wukongim/docker-compose.yml")), env: None, code: 3, says: vec!["service", "does not parse"] },
+        Case { name: "node1's compose without WuKongIM", inventory: good.clone(), setup: Some(("node10", "cp -p ~/wukongim/docker-compose.yml ~/compose.good && printf 'services:\\n  web:\\n    image: nginx\\n' > ~/wukongim/docker-compose.yml")), cleanup: Some(("node10", "mv ~/compose.good ~/wukongim/docker-compose.yml")), env: None, code: 3, says: vec!["no service runs an image …/wukongim"] },
+        Case { name: "lock held by another run", inventory: good.clone(), setup: Some(("node10", "printf 'owner=ops@other run=20260101T000000Z-beef time=0\\n' > ~/wukongim/.wkctl.lock")), cleanup: Some(("node10", "rm -f ~/wukongim/.wkctl.lock")), env: None, code: 4, says: vec!["locked by another run", "owner=ops@other", "--force-unlock"] },
+        // node1 first booted with a wrong WK_CLUSTER_SERVERADDR: WuKongIM keeps it (FACTS, #274).
+        Case {
+            name: "node1's cluster address fixed wrong at first boot",
+            inventory: good.clone(),
+            setup: Some(("node10", &wrong_boot)),
+            cleanup: Some(("node10", &right_boot)),
+            env: None,
+            code: 3,
+            says: vec!["cluster-addr", "fixed the cluster address"],
+        },
+    ];
+    let mut seen = 0;
+    for c in cases {
+        std::fs::write(dir.join("cluster.yml"), &c.inventory).unwrap();
+        if let Some((h, cmd)) = c.setup {
+            lab.sh(h, cmd).unwrap();
+        }
+        let before: Vec<_> = ["node10", "node11"]
+            .iter()
+            .map(|h| snapshot(&lab, h))
+            .collect();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wkctl"));
+        cmd.args(["expand", "--add", "node2"])
+            .current_dir(&dir)
+            .env_remove("SSH_AUTH_SOCK");
+        if let Some((k, v)) = c.env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        let after: Vec<_> = ["node10", "node11"]
+            .iter()
+            .map(|h| snapshot(&lab, h))
+            .collect();
+        if let Some((h, cmd)) = c.cleanup {
+            lab.sh(h, cmd).unwrap();
+        }
+        assert_eq!(out.status.code(), Some(c.code), "{}: {all}", c.name);
+        for s in &c.says {
+            assert!(all.contains(s), "{}: expected `{s}` in:\n{all}", c.name);
+        }
+        assert!(
+            all.contains("nothing was changed"),
+            "{}: says nothing of what changed: {all}",
+            c.name
+        );
+        assert!(
+            all.contains("node1") || all.contains("node2"),
+            "{}: names no host: {all}",
+            c.name
+        );
+        assert_eq!(before, after, "{}: a host changed", c.name);
+        assert!(
+            !dir.join(".wkctl").exists(),
+            "{}: a journal was started",
+            c.name
+        );
+        seen += 1;
+    }
+    assert_eq!(seen, 12);
+
+    // A journal cut in the middle: resume and rollback say where, and change nothing.
+    std::fs::write(dir.join("cluster.yml"), &good).unwrap();
+    let run = dir.join(".wkctl/runs/20260101T000000Z-dead");
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::write(
+        run.join("plan.json"),
+        "{\"adding\": [{\"name\": \"node2\", \"id\": 1002}], \"fingerprint\": \"x\"}",
+    )
+    .unwrap();
+    std::fs::write(run.join("journal.jsonl"), "{\"type\":\"run_started\",\"seq\":1}\n{\"type\":\"step_sta\n{\"type\":\"run_stopped\",\"seq\":3}\n").unwrap();
+    let before: Vec<_> = ["node10", "node11"]
+        .iter()
+        .map(|h| snapshot(&lab, h))
+        .collect();
+    for sub in ["resume", "rollback"] {
+        let out = wkctl(&dir, &[sub, "20260101T000000Z-dead"]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{sub}: {err}");
+        assert!(err.contains("journal.jsonl: line 2"), "{sub}: {err}");
+    }
+    assert!(text(&wkctl(&dir, &["runs"]).stdout).contains("unreadable journal"));
+    let after: Vec<_> = ["node10", "node11"]
+        .iter()
+        .map(|h| snapshot(&lab, h))
+        .collect();
+    assert_eq!(before, after);
+}

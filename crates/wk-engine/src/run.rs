@@ -31,7 +31,7 @@ pub enum EngineError {
     /// Preflight found problems; nothing changed.
     #[error("preflight failed on {failed} check(s); nothing was changed. Fix them and run again")]
     Preflight { failed: usize },
-    #[error("{host}: the cluster is locked by another run ({holder}) in {path}. Wait for it to finish; if it died, `wkctl expand --force-unlock` removes the lock")]
+    #[error("{host}: the cluster is locked by another run ({holder}) in {path}. Wait for it to finish; if it died, `wkctl expand --force-unlock` removes the lock; nothing was changed")]
     Locked {
         host: String,
         path: String,
@@ -419,6 +419,18 @@ impl<R: Remote + 'static> Engine<R> {
                 format!("logged in to {}", host_port(&n.ssh.host, n.ssh.port)),
                 None,
             );
+            if let Some(sudo) = &st.sudo {
+                check(
+                    &n.name,
+                    "sudo",
+                    sudo.is_ok(),
+                    match sudo {
+                        Ok(()) => "sudo works".to_string(),
+                        Err(e) => format!("sudo does not work: {e}"),
+                    },
+                    Some("check the sudo mode and password (ssh.sudo in the inventory, WKCTL_SUDO_PASSWORD or the prompt), or the host's sudoers"),
+                );
+            }
             check(
                 &n.name,
                 "compose",
@@ -1777,7 +1789,10 @@ pub async fn connect_all(
         }
     }
     if !errors.is_empty() {
-        return Err(EngineError::Host(errors.join("\n")));
+        return Err(EngineError::Host(format!(
+            "{}\n  nothing was changed",
+            errors.join("\n")
+        )));
     }
     Ok(hosts)
 }
