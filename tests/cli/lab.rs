@@ -9,21 +9,11 @@ use wk_lab::deploy::SingleNode;
 use wk_lab::Lab;
 
 fn lab() -> Option<Lab> {
-    match Lab::from_env() {
-        Ok(l) => {
-            static FRESH: std::sync::Once = std::sync::Once::new();
-            FRESH.call_once(|| wk_lab::install_bin(&l).expect("refresh the lab's binaries"));
-            Some(l)
-        }
-        Err(e) => {
-            assert!(
-                std::env::var_os("WKLAB_REQUIRED").is_none(),
-                "WKLAB_REQUIRED is set but no lab is up: {e}"
-            );
-            eprintln!("skipped: no lab ({e})");
-            None
-        }
+    let lab = wk_lab::deploy::test_lab().unwrap_or_else(|e| panic!("{e}"));
+    if lab.is_none() {
+        eprintln!("skipped: no lab; run scripts/test, or `wk-lab up --hosts 11`");
     }
+    lab
 }
 
 fn reset(lab: &Lab, host: &str) {

@@ -88,32 +88,37 @@ pub fn single_node_prometheus(o: &SingleNode) -> String {
 }
 
 impl Lab {
-    /// Runs `command` on a lab host as its user, through OpenSSH with the lab's key and
-    /// known_hosts (the address is guarded first).
-    pub fn ssh(&self, host: &str, command: &str) -> io::Result<Output> {
+    /// An OpenSSH command that runs `command` on a lab host as its user, with the lab's key and
+    /// known_hosts (strict), after the host's address passed [`Lab::guard`].
+    pub fn ssh_command(&self, host: &str, command: &str) -> io::Result<Command> {
         let h = self.host(host);
         self.guard(&h.ip)?;
-        Command::new("ssh")
-            .args([
-                "-F",
-                "/dev/null",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "StrictHostKeyChecking=yes",
-                "-o",
-                "ConnectTimeout=10",
-            ])
-            .arg("-o")
-            .arg(format!(
-                "UserKnownHostsFile={}",
-                self.known_hosts().display()
-            ))
-            .arg("-i")
-            .arg(self.key())
-            .arg(format!("{}@{}", h.user, h.ip))
-            .arg(command)
-            .output()
+        let mut c = Command::new("ssh");
+        c.args([
+            "-F",
+            "/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "ConnectTimeout=10",
+        ])
+        .arg("-o")
+        .arg(format!(
+            "UserKnownHostsFile={}",
+            self.known_hosts().display()
+        ))
+        .arg("-i")
+        .arg(self.key())
+        .arg(format!("{}@{}", h.user, h.ip))
+        .arg(command);
+        Ok(c)
+    }
+
+    /// Runs `command` on a lab host as its user (see [`Lab::ssh_command`]).
+    pub fn ssh(&self, host: &str, command: &str) -> io::Result<Output> {
+        self.ssh_command(host, command)?.output()
     }
 
     /// Like [`Lab::ssh`], failing unless the command exits 0; returns its stdout.
@@ -133,27 +138,12 @@ impl Lab {
 
     /// Writes a file on a host as its user (through ssh, so ownership is the user's).
     pub fn put(&self, host: &str, path: &str, content: &str) -> io::Result<()> {
-        let h = self.host(host);
-        self.guard(&h.ip)?;
         use std::io::Write;
-        let mut child = Command::new("ssh")
-            .args([
-                "-F",
-                "/dev/null",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "StrictHostKeyChecking=yes",
-            ])
-            .arg("-o")
-            .arg(format!(
-                "UserKnownHostsFile={}",
-                self.known_hosts().display()
-            ))
-            .arg("-i")
-            .arg(self.key())
-            .arg(format!("{}@{}", h.user, h.ip))
-            .arg(format!("mkdir -p \"$(dirname {path})\" && cat > {path}"))
+        let mut child = self
+            .ssh_command(
+                host,
+                &format!("mkdir -p \"$(dirname {path})\" && cat > {path}"),
+            )?
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
@@ -273,5 +263,28 @@ impl Lab {
             ));
         }
         s
+    }
+}
+
+/// The lab the tests share (`WKLAB_DIR`), with this build's simulator and stand-in installed in it
+/// (once per test binary). `Ok(None)` when no lab is up and `WKLAB_REQUIRED` is unset (the tests
+/// then skip); an error when `WKLAB_REQUIRED` is set and there is none.
+pub fn test_lab() -> Result<Option<Lab>, String> {
+    static FRESH: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    match Lab::from_env() {
+        Ok(l) => {
+            FRESH
+                .get_or_init(|| {
+                    crate::install_bin(&l)
+                        .map_err(|e| format!("cannot refresh the lab's binaries: {e}"))
+                })
+                .clone()?;
+            Ok(Some(l))
+        }
+        Err(e) if std::env::var_os("WKLAB_REQUIRED").is_some() => Err(format!(
+            "WKLAB_REQUIRED is set but no lab is up in {}: {e}",
+            crate::lab_dir().display()
+        )),
+        Err(_) => Ok(None),
     }
 }

@@ -27,28 +27,7 @@ fn sh(cmd: &str) -> String {
 }
 
 fn ssh(lab: &Lab, host: &str, command: &str) -> std::process::Output {
-    let h = lab.host(host);
-    lab.guard(&h.ip).unwrap();
-    Command::new("ssh")
-        .args([
-            "-F",
-            "/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=yes",
-        ])
-        .arg("-o")
-        .arg(format!(
-            "UserKnownHostsFile={}",
-            lab.known_hosts().display()
-        ))
-        .arg("-i")
-        .arg(lab.key())
-        .arg(format!("{}@{}", h.user, h.ip))
-        .arg(command)
-        .output()
-        .unwrap()
+    lab.ssh(host, command).unwrap()
 }
 
 #[test]
@@ -80,26 +59,7 @@ fn up_again_down_leaves_nothing_behind() {
     assert_eq!(again.pids(again.host("b")), pids_before);
 
     // A session that outlives its listener: down must still take the namespace away.
-    let mut session = Command::new("ssh")
-        .args([
-            "-F",
-            "/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=yes",
-        ])
-        .arg("-o")
-        .arg(format!(
-            "UserKnownHostsFile={}",
-            lab.known_hosts().display()
-        ))
-        .arg("-i")
-        .arg(lab.key())
-        .arg(format!("{}@{}", lab.host("b").user, lab.host("b").ip))
-        .arg("sleep 300")
-        .spawn()
-        .unwrap();
+    let mut session = lab.ssh_command("b", "sleep 300").unwrap().spawn().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(800));
     lab.stop_sshd(lab.host("b")).unwrap();
     assert!(
@@ -160,20 +120,9 @@ mod sim;
 
 /// The lab the other tests share (`scripts/test` brings it up), if it is up.
 fn main_lab() -> Option<Lab> {
-    static FRESH: std::sync::Once = std::sync::Once::new();
-    match Lab::from_env() {
-        Ok(l) => {
-            // The lab's hosts run copies of wk-sim and wk-compose: bring them up to this build.
-            FRESH.call_once(|| wk_lab::install_bin(&l).expect("refresh the lab's binaries"));
-            Some(l)
-        }
-        Err(e) => {
-            assert!(
-                std::env::var_os("WKLAB_REQUIRED").is_none(),
-                "WKLAB_REQUIRED is set but no lab is up: {e}"
-            );
-            eprintln!("skipped: no lab ({e})");
-            None
-        }
+    let lab = wk_lab::deploy::test_lab().unwrap_or_else(|e| panic!("{e}"));
+    if lab.is_none() {
+        eprintln!("skipped: no lab");
     }
+    lab
 }
