@@ -16,6 +16,85 @@ fn lab() -> Option<Lab> {
     lab
 }
 
+/// A lab of at least `nodes` nodes (else the test is skipped, or fails under WKLAB_REQUIRED).
+fn lab_with(nodes: usize) -> Option<Lab> {
+    let lab = lab()?;
+    if lab
+        .hosts
+        .iter()
+        .filter(|h| h.name.starts_with("node"))
+        .count()
+        < nodes
+    {
+        assert!(
+            std::env::var_os("WKLAB_REQUIRED").is_none(),
+            "this test needs `wk-lab up --hosts {nodes}`"
+        );
+        eprintln!("skipped: the lab has fewer than {nodes} nodes");
+        return None;
+    }
+    Some(lab)
+}
+
+/// `seed` runs the single node (after `env` went into its simulator settings) and `add` is
+/// cleared; a fresh directory holds their inventory (as node1 and node2). Returns the directory.
+fn single_and_new(lab: &Lab, seed: &str, add: &str, env: &str, name: &str) -> std::path::PathBuf {
+    reset(lab, seed);
+    reset(lab, add);
+    if !env.is_empty() {
+        lab.put(seed, "~/.config/wksim/env", env).unwrap();
+    }
+    lab.deploy_single(seed, &SingleNode::default()).unwrap();
+    let dir = std::env::temp_dir().join(format!("wkctl-lab-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    inventory_of(lab, &dir, seed, add);
+    dir
+}
+
+/// The built-in playbook with its waits cut to a few seconds (for runs meant to fail there).
+fn quick_playbook(dir: &std::path::Path) {
+    let pb = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../playbooks/expand.yml"),
+    )
+    .unwrap()
+    .replace("timeout_secs: 180", "timeout_secs: 3")
+    .replace("timeout_secs: 600", "timeout_secs: 3");
+    std::fs::write(dir.join("quick.yml"), pb).unwrap();
+}
+
+/// Starts `wkctl expand` (its output piped) and returns once `host` has the new node's compose
+/// file: the run is then in its prepare phase.
+fn start_until_prepared(
+    lab: &Lab,
+    dir: &std::path::Path,
+    args: &[&str],
+    host: &str,
+) -> std::process::Child {
+    let run = Command::new(env!("CARGO_BIN_EXE_wkctl"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("SSH_AUTH_SOCK")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while !lab
+        .ssh(host, "test -e ~/wukongim/docker-compose.yml")
+        .unwrap()
+        .status
+        .success()
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the run never wrote {host}'s compose file"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    run
+}
+
 fn reset(lab: &Lab, host: &str) {
     let _ = lab.ssh(host, "for d in ~/wukongim ~/t-*; do [ -d \"$d\" ] && (cd \"$d\" && docker-compose down >/dev/null 2>&1); done; rm -rf ~/wukongim ~/t-* ~/.wk-compose ~/.config/wksim");
     lab.put(
@@ -532,21 +611,7 @@ fn a_nginx_conf_nginx_rejects_is_taken_back() {
 /// node5 runs the single node; node6 and node7 join in one run, one after the other.
 #[test]
 fn two_nodes_in_one_run_join_one_after_the_other() {
-    let Some(lab) = lab() else { return };
-    if lab
-        .hosts
-        .iter()
-        .filter(|h| h.name.starts_with("node"))
-        .count()
-        < 7
-    {
-        assert!(
-            std::env::var_os("WKLAB_REQUIRED").is_none(),
-            "this test needs `wk-lab up --hosts 7`"
-        );
-        eprintln!("skipped: the lab has fewer than 7 nodes");
-        return;
-    }
+    let Some(lab) = lab_with(7) else { return };
     for h in ["node5", "node6", "node7"] {
         reset(&lab, h);
     }
@@ -579,13 +644,7 @@ fn two_nodes_in_one_run_join_one_after_the_other() {
         .unwrap();
     lab.wait_joined("node5", &a.ip, 1001, Duration::from_secs(30))
         .unwrap();
-    let quick = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../playbooks/expand.yml"),
-    )
-    .unwrap()
-    .replace("timeout_secs: 180", "timeout_secs: 4")
-    .replace("timeout_secs: 600", "timeout_secs: 4");
-    std::fs::write(dir.join("quick.yml"), quick).unwrap();
+    quick_playbook(&dir);
     let failed = wkctl(
         &dir,
         &["expand", "--add", "node2,node3", "--playbook", "quick.yml"],
@@ -700,41 +759,16 @@ fn two_nodes_in_one_run_join_one_after_the_other() {
 /// killed half way (SIGKILL) is resumed to the end; a joined node refuses a rollback.
 #[test]
 fn rollback_to_the_bytes_and_resume_after_a_kill() {
-    let Some(lab) = lab() else { return };
-    if lab
-        .hosts
-        .iter()
-        .filter(|h| h.name.starts_with("node"))
-        .count()
-        < 9
-    {
-        assert!(
-            std::env::var_os("WKLAB_REQUIRED").is_none(),
-            "this test needs `wk-lab up --hosts 9`"
-        );
-        eprintln!("skipped: the lab has fewer than 9 nodes");
-        return;
-    }
-    reset(&lab, "node8");
-    reset(&lab, "node9");
-    lab.put(
+    let Some(lab) = lab_with(9) else { return };
+    // The leader refuses joins at first: runs fail at node2's join.
+    let dir = single_and_new(
+        &lab,
         "node8",
-        "~/.config/wksim/env",
+        "node9",
         "WKSIM_JOIN_DELAY_MS=700\nWKSIM_FAULT=refuse_joins\n",
-    )
-    .unwrap();
-    lab.deploy_single("node8", &SingleNode::default()).unwrap();
-    let dir = std::env::temp_dir().join(format!("wkctl-lab-undo-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    inventory_of(&lab, &dir, "node8", "node9");
-    let quick = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../playbooks/expand.yml"),
-    )
-    .unwrap()
-    .replace("timeout_secs: 180", "timeout_secs: 3")
-    .replace("timeout_secs: 600", "timeout_secs: 3");
-    std::fs::write(dir.join("quick.yml"), quick).unwrap();
+        "undo",
+    );
+    quick_playbook(&dir);
     let files = |h: &str| {
         lab.sh(h, "cd ~/wukongim 2>/dev/null && sha256sum docker-compose.yml prometheus.yml nginx.conf 2>/dev/null; true").unwrap()
     };
@@ -811,23 +845,12 @@ fn rollback_to_the_bytes_and_resume_after_a_kill() {
     );
 
     // Ctrl-C (SIGINT, by pid): the run stops after the step under way, exit 130, and is undone.
-    let run = Command::new(env!("CARGO_BIN_EXE_wkctl"))
-        .args(["expand", "--add", "node2", "--playbook", "quick.yml"])
-        .current_dir(&dir)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let t = Instant::now();
-    while !lab
-        .ssh("node9", "test -e ~/wukongim/docker-compose.yml")
-        .unwrap()
-        .status
-        .success()
-    {
-        assert!(t.elapsed() < Duration::from_secs(30));
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let run = start_until_prepared(
+        &lab,
+        &dir,
+        &["expand", "--add", "node2", "--playbook", "quick.yml"],
+        "node9",
+    );
     let _ = Command::new("kill")
         .args(["-INT", &run.id().to_string()])
         .status();
@@ -861,23 +884,7 @@ fn rollback_to_the_bytes_and_resume_after_a_kill() {
         Duration::from_secs(30),
     )
     .unwrap();
-    let mut run = Command::new(env!("CARGO_BIN_EXE_wkctl"))
-        .args(["expand", "--add", "node2"])
-        .current_dir(&dir)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let t = Instant::now();
-    while !lab
-        .ssh("node9", "test -e ~/wukongim/docker-compose.yml")
-        .unwrap()
-        .status
-        .success()
-    {
-        assert!(t.elapsed() < Duration::from_secs(30));
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut run = start_until_prepared(&lab, &dir, &["expand", "--add", "node2"], "node9");
     let _ = Command::new("kill")
         .args(["-KILL", &run.id().to_string()])
         .status();
@@ -943,28 +950,8 @@ fn rollback_to_the_bytes_and_resume_after_a_kill() {
 /// changed on either host.
 #[test]
 fn bad_input_changes_nothing_on_any_host() {
-    let Some(lab) = lab() else { return };
-    if lab
-        .hosts
-        .iter()
-        .filter(|h| h.name.starts_with("node"))
-        .count()
-        < 11
-    {
-        assert!(
-            std::env::var_os("WKLAB_REQUIRED").is_none(),
-            "this test needs `wk-lab up --hosts 11`"
-        );
-        eprintln!("skipped: the lab has fewer than 11 nodes");
-        return;
-    }
-    reset(&lab, "node10");
-    reset(&lab, "node11");
-    lab.deploy_single("node10", &SingleNode::default()).unwrap();
-    let dir = std::env::temp_dir().join(format!("wkctl-lab-bad-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    inventory_of(&lab, &dir, "node10", "node11");
+    let Some(lab) = lab_with(11) else { return };
+    let dir = single_and_new(&lab, "node10", "node11", "", "bad");
     let good = std::fs::read_to_string(dir.join("cluster.yml")).unwrap();
     let (ip10, ip11) = (lab.host("node10").ip.clone(), lab.host("node11").ip.clone());
     let stranger = std::fs::read_to_string(lab.stranger_key().with_extension("pub")).unwrap();

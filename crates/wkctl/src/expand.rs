@@ -105,14 +105,7 @@ fn engine_run(
     } else {
         None
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| Failure {
-            code: 1,
-            message: e.to_string(),
-        })?;
+    let rt = crate::runtime()?;
     rt.block_on(async {
         // Ctrl-C: the first stops after the step under way, the second aborts it.
         let flag = cancel.clone();
@@ -213,14 +206,7 @@ pub fn load_inventory(cli: &Cli) -> Result<(Inventory, String), Failure> {
 pub fn status(cli: &Cli, out: &mut dyn Write) -> Result<(), Failure> {
     let (inventory, _) = load_inventory(cli)?;
     let quiet: Arc<dyn wk_engine::Reporter> = Arc::new(output::Quiet);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| Failure {
-            code: 1,
-            message: e.to_string(),
-        })?;
+    let rt = crate::runtime()?;
     let rows = rt.block_on(async {
         let hosts = wk_engine::connect_all(
             &inventory,
@@ -399,14 +385,7 @@ pub fn rollback(cli: &Cli, args: &crate::cli::RollbackArgs) -> Result<(), Failur
         OutputFormat::Json => Arc::new(output::JsonLines),
         OutputFormat::Text => Arc::new(output::Text),
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| Failure {
-            code: 1,
-            message: e.to_string(),
-        })?;
+    let rt = crate::runtime()?;
     rt.block_on(async {
         let hosts = wk_engine::connect_all(
             &inventory,

@@ -33,13 +33,7 @@ pub fn run(cli: &Cli, args: &InitArgs, out: &mut dyn Write) -> Result<(), Failur
         o.host_key_policy = HostKeyPolicy::AcceptNew;
     }
     let compose_path = format!("{}/docker-compose.yml", args.dir.trim_end_matches('/'));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Failure {
-            code: 1,
-            message: e.to_string(),
-        })?;
+    let rt = crate::runtime()?;
     let (text, user) = rt
         .block_on(async {
             let r = wk_remote::SshRemote::connect(o, Arc::new(output::TtyPrompter)).await?;

@@ -38,6 +38,18 @@ impl Failure {
     }
 }
 
+/// The async runtime of a command that talks to hosts (two workers: the work is I/O).
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure {
+            code: exit::FAILED,
+            message: format!("cannot start the async runtime: {e}"),
+        })
+}
+
 /// Writes to stdout; a reader that went away (`| head`) is not an error.
 fn write_out(out: &mut dyn std::io::Write, buf: &[u8]) -> Result<(), Failure> {
     match out.write_all(buf).and_then(|()| out.flush()) {
