@@ -674,16 +674,17 @@ fn two_nodes_in_one_run_join_one_after_the_other() {
             .success(),
         "node3 was prepared"
     );
-    // The fault goes, node2 and node3 are cleared (picking up a failed run's half-started node
-    // is `wkctl resume`'s business, issue 6), and a clean run adds both.
+    // node2 and node3 are cleared first (node2 asks to join every 2 s: lifting the fault before
+    // would let it in; picking up a failed run's half-started node is `wkctl resume`'s business),
+    // then the fault goes, and a clean run adds both.
+    reset(&lab, "node6");
+    reset(&lab, "node7");
     lab.put("node5", "~/.config/wksim/env", "WKSIM_JOIN_DELAY_MS=700\n")
         .unwrap();
     lab.sh("node5", "cd ~/wukongim && docker compose restart wukongim")
         .unwrap();
     lab.wait_joined("node5", &a.ip, 1001, Duration::from_secs(30))
         .unwrap();
-    reset(&lab, "node6");
-    reset(&lab, "node7");
     let locked = wkctl(&dir, &["expand", "--add", "node2,node3"]);
     assert_eq!(
         locked.status.code(),
