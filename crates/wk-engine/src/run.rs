@@ -983,7 +983,11 @@ impl<R: Remote + 'static> Engine<R> {
         command: &wk_plan::plan::Command,
     ) -> Result<String, EngineError> {
         let out = r
-            .exec(ExecRequest::new(command.run.clone()).timeout(Duration::from_secs(600)))
+            .exec(
+                ExecRequest::new(command.run.clone())
+                    .sudo_inside(command.sudo)
+                    .timeout(Duration::from_secs(600)),
+            )
             .await
             .map_err(|e| step_err(step, e))?;
         if !out.success() {
@@ -1001,16 +1005,28 @@ impl<R: Remote + 'static> Engine<R> {
         Ok(out.stdout_str())
     }
 
-    async fn compose_ps(&self, step: &Step, r: &R, dir: &str) -> Result<String, EngineError> {
-        let out = r
-            .exec(ExecRequest::new(format!(
-                "cd {} && {} ps",
-                shell::path(dir),
-                self.compose_cmd(step)?
-            )))
+    /// `cd DIR && [sudo] COMPOSE ARGS` with the step's compose program and sudo, as its plan
+    /// command shows them; the remote feeds sudo its password when the host needs one.
+    async fn compose(
+        &self,
+        step: &Step,
+        r: &R,
+        dir: &str,
+        args: &str,
+    ) -> Result<wk_remote::ExecOutput, EngineError> {
+        let sudo = step.action.commands().first().is_some_and(|c| c.sudo);
+        let cmd = format!(
+            "cd {} && {} {args}",
+            shell::path(dir),
+            self.compose_cmd(step)?
+        );
+        r.exec(ExecRequest::new(cmd).sudo_inside(sudo))
             .await
-            .map_err(|e| step_err(step, e))?;
-        Ok(out.stdout_str())
+            .map_err(|e| step_err(step, e))
+    }
+
+    async fn compose_ps(&self, step: &Step, r: &R, dir: &str) -> Result<String, EngineError> {
+        Ok(self.compose(step, r, dir, "ps").await?.stdout_str())
     }
 
     /// The compose program of a step's command line (after `cd … &&` and any sudo).
@@ -1340,17 +1356,11 @@ impl<R: Remote + 'static> Engine<R> {
                     return Ok(Done::Changed("would (re)start".into()));
                 }
                 let reload = nginx && conf_changed && all_running && !changed;
-                let compose = self.compose_cmd(step)?;
                 if nginx && conf_changed && running(&ps, "nginx") {
                     // nginx checks the new file before it serves it.
-                    let cmd = format!(
-                        "cd {} && {compose} exec -T nginx nginx -t",
-                        shell::path(dir)
-                    );
-                    let out = r
-                        .exec(ExecRequest::new(cmd))
-                        .await
-                        .map_err(|e| step_err(step, e))?;
+                    let out = self
+                        .compose(step, &r, dir, "exec -T nginx nginx -t")
+                        .await?;
                     if !out.success() {
                         let why = self.restore(step, ctx, &r, &nginx_conf).await?;
                         return Err(step_err(
@@ -1360,16 +1370,13 @@ impl<R: Remote + 'static> Engine<R> {
                     }
                 }
                 if reload {
-                    let cmd = format!("cd {} && {compose} kill -s HUP nginx", shell::path(dir));
-                    self.exec(
-                        step,
-                        &r,
-                        &wk_plan::plan::Command {
-                            run: cmd,
-                            sudo: command.sudo,
-                        },
-                    )
-                    .await?;
+                    let out = self.compose(step, &r, dir, "kill -s HUP nginx").await?;
+                    if !out.success() {
+                        return Err(step_err(
+                            step,
+                            format!("reloading nginx failed: {}", out.stderr_str().trim()),
+                        ));
+                    }
                 } else {
                     self.exec(step, &r, command).await?;
                 }
@@ -1393,21 +1400,13 @@ impl<R: Remote + 'static> Engine<R> {
                     {
                         if nginx && conf_changed && !running(&ps, "nginx") {
                             // A first start that nginx refused: the file goes back, nginx stops.
-                            let logs = r
-                                .exec(ExecRequest::new(format!(
-                                    "cd {} && {compose} logs nginx 2>&1 | tail -5",
-                                    shell::path(dir)
-                                )))
+                            let logs = self
+                                .compose(step, &r, dir, "logs nginx 2>&1 | tail -5")
                                 .await
                                 .map(|o| o.stdout_str())
                                 .unwrap_or_default();
                             let why = self.restore(step, ctx, &r, &nginx_conf).await?;
-                            let _ = r
-                                .exec(ExecRequest::new(format!(
-                                    "cd {} && {compose} stop nginx",
-                                    shell::path(dir)
-                                )))
-                                .await;
+                            let _ = self.compose(step, &r, dir, "stop nginx").await;
                             return Err(step_err(step, format!("nginx did not start with the new nginx.conf:\n{}\n{why}; nginx was stopped", logs.trim())));
                         }
                         return Err(step_err(step, format!("services did not start:\n{ps}")));

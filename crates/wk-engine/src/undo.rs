@@ -125,10 +125,7 @@ impl<R: Remote + 'static> Engine<R> {
                 });
                 continue;
             }
-            self.host(name)?
-                .run(ExecRequest::new(cmd))
-                .await
-                .map_err(host_err)?;
+            self.run_compose(name, cmd).await?;
             say_undo(self, name, "stopped and removed WuKongIM".into());
             undone += 1;
         }
@@ -167,10 +164,7 @@ impl<R: Remote + 'static> Engine<R> {
                 });
                 continue;
             }
-            self.host(host)?
-                .run(ExecRequest::new(cmd))
-                .await
-                .map_err(host_err)?;
+            self.run_compose(host, cmd).await?;
             say_undo(self, host, format!("stopped and removed service {svc}"));
             undone += 1;
         }
@@ -240,23 +234,21 @@ impl<R: Remote + 'static> Engine<R> {
             let Some(node) = inv.node(host) else { continue };
             let compose = self.compose_of(host).await?;
             let d = shell::path(&node.install_dir);
-            let cmds = [
-                format!("cd {d} && {compose} up -d"),
-                format!("cd {d} && ({compose} ps | grep -q prometheus && {compose} kill -s HUP prometheus || true)"),
-            ];
-            for cmd in cmds {
-                if opts.dry_run {
+            // One compose call per command line: sudo reads its password once per command.
+            let up = format!("cd {d} && {compose} up -d");
+            let reload = format!("cd {d} && {compose} kill -s HUP prometheus");
+            if opts.dry_run {
+                for command in [up, reload] {
                     self.report(Event::StepCommand {
                         id: "rollback".into(),
                         host: host.clone(),
-                        command: cmd,
+                        command,
                     });
-                } else {
-                    self.host(host)?
-                        .run(ExecRequest::new(cmd))
-                        .await
-                        .map_err(host_err)?;
                 }
+            } else {
+                self.run_compose(host, up).await?;
+                // A host without Prometheus has nothing to reload.
+                let _ = self.run_compose(host, reload).await;
             }
             if !opts.dry_run {
                 say_undo(self, host, "services up again on the restored files".into());
@@ -269,17 +261,36 @@ impl<R: Remote + 'static> Engine<R> {
         Ok(undone)
     }
 
+    /// `[sudo] COMPOSE` for a host: its compose program, and its sudo mode's prefix as plans show it.
     async fn compose_of(&self, host: &str) -> Result<String, EngineError> {
         let out = self
             .host(host)?
             .run(ExecRequest::new("if docker compose version >/dev/null 2>&1; then echo 'docker compose'; else echo docker-compose; fi"))
             .await
             .map_err(host_err)?;
-        let sudo = match self.inventory().node(host).map(|n| n.ssh.sudo) {
-            Some(wk_plan::inventory::SudoMode::Passwordless) => "sudo -n ",
-            _ => "",
-        };
-        Ok(format!("{sudo}{}", out.stdout_str().trim()))
+        let sudo = self
+            .inventory()
+            .node(host)
+            .map(|n| n.ssh.sudo)
+            .unwrap_or(wk_plan::inventory::SudoMode::None);
+        Ok(format!(
+            "{}{}",
+            wk_plan::plan::sudo_prefix(sudo),
+            out.stdout_str().trim()
+        ))
+    }
+
+    /// Runs a compose command built by [`Engine::compose_of`]; the remote feeds sudo its password.
+    async fn run_compose(&self, host: &str, cmd: String) -> Result<(), EngineError> {
+        let sudo = self
+            .inventory()
+            .node(host)
+            .is_some_and(|n| n.ssh.sudo != wk_plan::inventory::SudoMode::None);
+        self.host(host)?
+            .run(ExecRequest::new(cmd).sudo_inside(sudo))
+            .await
+            .map_err(host_err)?;
+        Ok(())
     }
 }
 

@@ -934,7 +934,8 @@ pub fn sudo_prefix(mode: SudoMode) -> &'static str {
     match mode {
         SudoMode::None => "",
         SudoMode::Passwordless => "sudo -n ",
-        SudoMode::Password => "sudo -S -p '' ",
+        // -k: sudo always reads the password line, which the engine puts first on stdin.
+        SudoMode::Password => "sudo -k -S -p '' ",
     }
 }
 

@@ -259,7 +259,10 @@ fn sudo_modes_shape_commands() {
     let (_, plan) = outputs("three-nodes"); // sudo: password
     let up = plan.steps.iter().find(|s| s.id == "node-up@n2").unwrap();
     let cmd = up.action.commands()[0];
-    assert_eq!(cmd.run, "cd /opt/wukongim && sudo -S -p '' $COMPOSE up -d");
+    assert_eq!(
+        cmd.run,
+        "cd /opt/wukongim && sudo -k -S -p '' $COMPOSE up -d"
+    );
     assert!(cmd.sudo);
     let (_, plan) = outputs("custom-ports-ipv6"); // no sudo, docker-compose
     let up = plan.steps.iter().find(|s| s.id == "member-up@a").unwrap();

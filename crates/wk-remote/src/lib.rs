@@ -56,6 +56,10 @@ pub struct ExecRequest {
     pub stdin: Vec<u8>,
     /// Run through the host's sudo.
     pub sudo: bool,
+    /// The command calls `sudo -k -S` itself (as the plan shows it, e.g. `cd dir && sudo -k -S -p ''
+    /// docker compose up -d`): sudo is checked first, and in password mode the password goes first
+    /// on stdin. Nothing else changes in the command line.
+    pub sudo_inside: bool,
     /// Give up (and kill the command) after this long; `None` waits as long as it runs.
     pub timeout: Option<Duration>,
 }
@@ -73,6 +77,10 @@ impl ExecRequest {
     }
     pub fn sudo(mut self, sudo: bool) -> Self {
         self.sudo = sudo;
+        self
+    }
+    pub fn sudo_inside(mut self, yes: bool) -> Self {
+        self.sudo_inside = yes;
         self
     }
     pub fn timeout(mut self, t: Duration) -> Self {

@@ -46,6 +46,8 @@ impl Remote for LocalRemote {
     async fn exec(&self, req: ExecRequest) -> Result<ExecOutput, RemoteError> {
         let (command, password) = if req.sudo {
             shell::sudo_wrap(&self.sudo, &req.command)
+        } else if req.sudo_inside {
+            (req.command.clone(), shell::sudo_password(&self.sudo))
         } else {
             (req.command.clone(), None)
         };

@@ -156,6 +156,14 @@ fn file_err(host: &str, p: &str, message: &str) -> RemoteError {
     }
 }
 
+/// The password a command that calls `sudo -S` itself must find first on its stdin.
+pub fn sudo_password(sudo: &crate::Sudo) -> Option<crate::Secret> {
+    match sudo {
+        crate::Sudo::Password(p) => Some(p.clone()),
+        _ => None,
+    }
+}
+
 /// Wraps a command for the host's sudo mode. Returns the command line and what goes on stdin
 /// ahead of the command's own input (the password, for `Sudo::Password`).
 pub fn sudo_wrap(sudo: &crate::Sudo, command: &str) -> (String, Option<crate::Secret>) {

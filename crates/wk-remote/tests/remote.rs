@@ -719,6 +719,23 @@ async fn sudo_with_password_on_stdin() {
         .await
         .unwrap();
     assert_eq!(out.stdout_str(), "payload\n");
+    // A command that calls sudo itself, as plans show them (`cd dir && sudo -k -S -p '' …`):
+    // with sudo_inside the password goes first on its stdin, and the rest reaches the command.
+    let planned = "cd ~ && sudo -k -S -p '' sh -c 'id -u; cat'";
+    let out = r
+        .run(
+            ExecRequest::new(planned)
+                .stdin("after the password\n")
+                .sudo_inside(true),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.stdout_str(), "0\nafter the password\n");
+    let without = r.exec(ExecRequest::new(planned)).await.unwrap();
+    assert!(
+        !without.success(),
+        "without the password sudo refuses: {without:?}"
+    );
     // Nothing of the password is on a command line the host saw.
     let log = std::fs::read_to_string(h.sshd_log()).unwrap();
     assert!(!log.contains(&h.password));

@@ -91,20 +91,6 @@ fn engine_run(
                 .unwrap_or_else(|_| "unknown".into())
         ),
     };
-    let sudo_password = if inventory
-        .nodes
-        .iter()
-        .any(|n| n.ssh.sudo == wk_plan::inventory::SudoMode::Password)
-    {
-        match std::env::var("WKCTL_SUDO_PASSWORD") {
-            Ok(p) => Some(wk_remote::Secret::new(p)),
-            Err(_) => rpassword::prompt_password("sudo password on the hosts: ")
-                .ok()
-                .map(wk_remote::Secret::new),
-        }
-    } else {
-        None
-    };
     let rt = crate::runtime()?;
     rt.block_on(async {
         // Ctrl-C: the first stops after the step under way, the second aborts it.
@@ -118,14 +104,7 @@ fn engine_run(
                 eprintln!("\nCtrl-C: stopping after the step under way (Ctrl-C again cuts it)");
             }
         });
-        let hosts = wk_engine::connect_all(
-            inventory,
-            Arc::new(output::TtyPrompter),
-            sudo_password,
-            reporter.as_ref(),
-        )
-        .await
-        .map_err(engine_failure)?;
+        let hosts = connect(inventory, reporter.as_ref()).await?;
         let engine = wk_engine::Engine::new(
             inventory.clone(),
             text.to_string(),
@@ -208,14 +187,7 @@ pub fn status(cli: &Cli, out: &mut dyn Write) -> Result<(), Failure> {
     let quiet: Arc<dyn wk_engine::Reporter> = Arc::new(output::Quiet);
     let rt = crate::runtime()?;
     let rows = rt.block_on(async {
-        let hosts = wk_engine::connect_all(
-            &inventory,
-            Arc::new(output::TtyPrompter),
-            None,
-            quiet.as_ref(),
-        )
-        .await
-        .map_err(engine_failure)?;
+        let hosts = connect(&inventory, quiet.as_ref()).await?;
         let rows = wk_engine::status::status(&inventory, &hosts).await;
         for h in hosts.values() {
             h.close().await;
@@ -387,14 +359,7 @@ pub fn rollback(cli: &Cli, args: &crate::cli::RollbackArgs) -> Result<(), Failur
     };
     let rt = crate::runtime()?;
     rt.block_on(async {
-        let hosts = wk_engine::connect_all(
-            &inventory,
-            Arc::new(output::TtyPrompter),
-            None,
-            reporter.as_ref(),
-        )
-        .await
-        .map_err(engine_failure)?;
+        let hosts = connect(&inventory, reporter.as_ref()).await?;
         let engine = wk_engine::Engine::new(
             inventory.clone(),
             text.clone(),
@@ -428,4 +393,35 @@ pub fn rollback(cli: &Cli, args: &crate::cli::RollbackArgs) -> Result<(), Failur
         });
         Ok(())
     })
+}
+
+/// One SSH connection to every host of the inventory, for every command that talks to hosts.
+/// The sudo password, when a host needs one, comes from WKCTL_SUDO_PASSWORD or is asked once on
+/// the terminal; it goes to the hosts on stdin only.
+async fn connect(
+    inventory: &Inventory,
+    reporter: &dyn wk_engine::Reporter,
+) -> Result<std::collections::BTreeMap<String, Arc<wk_remote::SshRemote>>, Failure> {
+    let needs = inventory
+        .nodes
+        .iter()
+        .any(|n| n.ssh.sudo == wk_plan::inventory::SudoMode::Password);
+    let sudo_password = if needs {
+        match std::env::var("WKCTL_SUDO_PASSWORD") {
+            Ok(p) => Some(wk_remote::Secret::new(p)),
+            Err(_) => rpassword::prompt_password("sudo password on the hosts: ")
+                .ok()
+                .map(wk_remote::Secret::new),
+        }
+    } else {
+        None
+    };
+    wk_engine::connect_all(
+        inventory,
+        Arc::new(output::TtyPrompter),
+        sudo_password,
+        reporter,
+    )
+    .await
+    .map_err(engine_failure)
 }

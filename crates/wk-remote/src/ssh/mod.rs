@@ -753,13 +753,17 @@ impl Remote for SshRemote {
 
     async fn exec(&self, req: ExecRequest) -> Result<ExecOutput, RemoteError> {
         let conn = self.current().await?;
-        if !req.sudo {
+        if !req.sudo && !req.sudo_inside {
             return self
                 .channel_exec(&conn, &req.command, &req.stdin, req.timeout)
                 .await;
         }
         self.check_sudo(&conn).await?;
-        let (command, password) = shell::sudo_wrap(&self.opts.sudo, &req.command);
+        let (command, password) = if req.sudo {
+            shell::sudo_wrap(&self.opts.sudo, &req.command)
+        } else {
+            (req.command.clone(), shell::sudo_password(&self.opts.sudo))
+        };
         let mut stdin = Vec::with_capacity(req.stdin.len() + 64);
         if let Some(p) = password {
             stdin.extend_from_slice(p.expose().as_bytes());
