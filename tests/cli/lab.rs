@@ -80,12 +80,7 @@ fn start_until_prepared(
         .spawn()
         .unwrap();
     let t = Instant::now();
-    while !lab
-        .ssh(host, "test -e ~/wukongim/docker-compose.yml")
-        .unwrap()
-        .status
-        .success()
-    {
+    while !lab.exists(host, "~/wukongim/docker-compose.yml").unwrap() {
         assert!(
             t.elapsed() < Duration::from_secs(30),
             "the run never wrote {host}'s compose file"
@@ -217,12 +212,7 @@ fn expand_adds_node2_for_real() {
         .spawn()
         .unwrap();
     let t = Instant::now();
-    while !lab
-        .ssh("node1", "test -e ~/wukongim/.wkctl.lock")
-        .unwrap()
-        .status
-        .success()
-    {
+    while !lab.exists("node1", "~/wukongim/.wkctl.lock").unwrap() {
         assert!(
             t.elapsed() < Duration::from_secs(30),
             "the first run never took the lock"
@@ -592,10 +582,7 @@ fn a_nginx_conf_nginx_rejects_is_taken_back() {
     );
     assert!(err.contains("which this run created, is removed"), "{err}");
     assert!(
-        !lab.ssh("node3", "test -e ~/wukongim/nginx.conf")
-            .unwrap()
-            .status
-            .success(),
+        !lab.exists("node3", "~/wukongim/nginx.conf").unwrap(),
         "the rejected file is gone"
     );
     let ps = lab
@@ -668,10 +655,8 @@ fn two_nodes_in_one_run_join_one_after_the_other() {
         "node3 was prepared but never started: {ps}"
     );
     assert!(
-        lab.ssh("node7", "test -e ~/wukongim/docker-compose.yml")
-            .unwrap()
-            .status
-            .success(),
+        lab.exists("node7", "~/wukongim/docker-compose.yml")
+            .unwrap(),
         "node3 was prepared"
     );
     // node2 and node3 are cleared first (node2 asks to join every 2 s: lifting the fault before
@@ -792,11 +777,7 @@ fn rollback_to_the_bytes_and_resume_after_a_kill() {
         "{}",
         text(&dry.stdout)
     );
-    assert!(lab
-        .ssh("node9", "test -d ~/wukongim")
-        .unwrap()
-        .status
-        .success());
+    assert!(lab.sh("node9", "test -d ~/wukongim").is_ok());
     // ... and the rollback puts every byte back and leaves node9 clean.
     let rb = wkctl(&dir, &["rollback"]);
     assert_eq!(
@@ -812,10 +793,7 @@ fn rollback_to_the_bytes_and_resume_after_a_kill() {
         "node8's files are byte for byte as before"
     );
     assert!(
-        !lab.ssh("node8", "test -e ~/wukongim/.wkctl.lock")
-            .unwrap()
-            .status
-            .success(),
+        !lab.exists("node8", "~/wukongim/.wkctl.lock").unwrap(),
         "the lock is gone"
     );
     let ps = lab
@@ -826,10 +804,7 @@ fn rollback_to_the_bytes_and_resume_after_a_kill() {
         "{ps}"
     );
     assert!(
-        !lab.ssh("node9", "test -e ~/wukongim")
-            .unwrap()
-            .status
-            .success(),
+        !lab.exists("node9", "~/wukongim").unwrap(),
         "node9 is clean"
     );
     assert!(lab

@@ -121,6 +121,11 @@ impl Lab {
         self.ssh_command(host, command)?.output()
     }
 
+    /// Whether `path` exists on a lab host (as its user sees it; `~` is its home).
+    pub fn exists(&self, host: &str, path: &str) -> io::Result<bool> {
+        Ok(self.ssh(host, &format!("test -e {path}"))?.status.success())
+    }
+
     /// Like [`Lab::ssh`], failing unless the command exits 0; returns its stdout.
     pub fn sh(&self, host: &str, command: &str) -> io::Result<String> {
         let out = self.ssh(host, command)?;
