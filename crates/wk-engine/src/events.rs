@@ -88,13 +88,3 @@ pub enum Event {
 pub trait Reporter: Send + Sync {
     fn event(&self, e: &Event);
 }
-
-/// A reporter that keeps every event (tests).
-#[derive(Default)]
-pub struct Collect(pub std::sync::Mutex<Vec<Event>>);
-
-impl Reporter for Collect {
-    fn event(&self, e: &Event) {
-        self.0.lock().expect("not poisoned").push(e.clone());
-    }
-}

@@ -15,7 +15,7 @@
 #![allow(clippy::print_stderr)]
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -1042,9 +1042,4 @@ async fn futures_join_all<F: std::future::Future<Output = ()> + Send + 'static>(
 /// The environment of this process, as a map.
 pub fn env_map() -> BTreeMap<String, String> {
     std::env::vars().collect()
-}
-
-/// Whether a data dir already holds a cluster config.
-pub fn has_config(data_dir: &Path) -> bool {
-    data_dir.join("cluster/config/remote.json").exists()
 }

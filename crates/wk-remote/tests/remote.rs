@@ -109,6 +109,15 @@ async fn local_exec_status_stderr_stdin_and_timeout() {
         .unwrap_err();
     assert!(matches!(err, RemoteError::Timeout { .. }), "{err}");
     assert!(started.elapsed() < Duration::from_secs(5));
+    // Through sudo (passwordless: the tests run as root), a command and its stdin reach root.
+    let root = LocalRemote::new("local", scratch("local-sudo"))
+        .unwrap()
+        .with_sudo(Sudo::Passwordless);
+    let out = root
+        .run(ExecRequest::new("id -u; cat").stdin("in\n").sudo(true))
+        .await
+        .unwrap();
+    assert_eq!(out.stdout_str(), "0\nin\n");
     let err = r
         .run(ExecRequest::new("echo nope >&2; false"))
         .await
