@@ -555,9 +555,10 @@ fn job_key(job: &Yaml) -> (Option<String>, Vec<String>, Option<String>) {
     (name, targets, id)
 }
 
-/// Adds scrape jobs (`jobs`: a YAML list at column 0). A job already there, by name or by the
-/// same targets and `id` label (a job an operator wrote by hand), is left alone when it is the
-/// same and replaced when its name matches but its content differs.
+/// Adds scrape jobs (`jobs`: a YAML list at column 0). A job already there with the same `id`
+/// label, or by name, or by the same targets (a job an operator wrote by hand), is left alone
+/// when it is the node's or the same, and replaced when only its name matches and its content
+/// differs (a stale job of ours).
 pub fn set_prometheus_jobs(text: &str, jobs: &str) -> Result<String, EditError> {
     let doc = parse(text).map_err(EditError::Parse)?;
     let Yaml::Seq(wanted) = parse(jobs).map_err(|e| EditError::Parse(format!("the jobs: {e}")))?
@@ -574,11 +575,19 @@ pub fn set_prometheus_jobs(text: &str, jobs: &str) -> Result<String, EditError> 
     let mut plan: Vec<(usize, Option<usize>)> = Vec::new();
     for (w, job) in wanted.iter().enumerate() {
         let (name, targets, id) = job_key(job);
-        let same = existing.iter().position(|e| {
-            let (en, et, eid) = job_key(e);
-            en == name || (!targets.is_empty() && et == targets && eid == id)
+        // A job with the node's `id` label is that node's job (the admin UI finds its metrics by
+        // that label), whatever its name or target: an operator's own job stays as it is.
+        let by_id = id
+            .as_ref()
+            .and_then(|_| existing.iter().position(|e| job_key(e).2 == id));
+        let same = by_id.or_else(|| {
+            existing.iter().position(|e| {
+                let (en, et, eid) = job_key(e);
+                en == name || (!targets.is_empty() && et == targets && eid == id)
+            })
         });
         match same {
+            Some(_) if by_id.is_some() => {}
             Some(i) if existing[i] == *job || job_key(&existing[i]).0 != name => {}
             other => plan.push((w, other)),
         }

@@ -1,4 +1,5 @@
-//! Lossless edits of files people wrote: the operator's docker-compose.yml and prometheus.yml.
+//! Lossless edits of files people wrote: the operator's docker-compose.yml, prometheus.yml and
+//! nginx.conf (its upstream members only, see [`nginx`]).
 //!
 //! Only the lines that must change do: comments, quoting, order and every other service stay
 //! byte for byte. Each edit finds its place with a small scanner of block-style YAML, changes
@@ -7,6 +8,7 @@
 //! a file that does not parse) is refused with the reason, and nothing is changed.
 
 pub mod edit;
+pub mod nginx;
 pub mod value;
 
 pub use edit::{EditError, Selector};

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::edit::{set_env, set_prometheus_jobs, set_service, Selector};
+use crate::nginx::set_upstream_servers;
 use crate::value::{parse, Yaml};
 
 fn dir() -> PathBuf {
@@ -43,6 +44,17 @@ fn run_case(case: &str) {
             &svc.get("name").unwrap().scalar().unwrap(),
             &svc.get("body").unwrap().scalar().unwrap(),
         )
+    } else if let Some(Yaml::Map(ups)) = edit.get("upstreams") {
+        let wanted: Vec<(String, Vec<String>)> = ups
+            .iter()
+            .map(|(k, v)| {
+                let Yaml::Seq(s) = v else {
+                    panic!("{case}: upstreams.{k}")
+                };
+                (k.clone(), s.iter().map(|x| x.scalar().unwrap()).collect())
+            })
+            .collect();
+        set_upstream_servers(&text, &wanted)
     } else {
         set_prometheus_jobs(&text, &edit.get("jobs").unwrap().scalar().unwrap())
     };
@@ -89,10 +101,20 @@ cases!(
     replace_nginx,
     prometheus_add,
     prometheus_by_hand,
+    prometheus_grow,
     refuse_flow_env,
     refuse_anchor,
     no_wukongim,
-    two_wukongim
+    two_wukongim,
+    nginx_by_hand,
+    nginx_as_wanted,
+    nginx_empty_upstream,
+    nginx_stream_only_tcp,
+    refuse_nginx_no_upstream,
+    refuse_nginx_include,
+    refuse_nginx_one_line,
+    refuse_nginx_unclosed,
+    refuse_nginx_twice
 );
 
 #[test]
