@@ -566,7 +566,7 @@ fn a_nginx_conf_nginx_rejects_is_taken_back() {
     lab.sh("node4", "rm -rf ~/wukongim").unwrap();
     std::fs::write(
         dir.join("templates/nginx.conf.tera"),
-        "events {}\nhttp {\n  server { listen 5001; no_such_directive on; }\n}\n",
+        "events {}\nhttp {\n  upstream wukongimapi {\n{% for n in members %}    server {{ n.hostport.api }};\n{% endfor %}  }\n  server { listen 5001; no_such_directive on; }\n}\n",
     )
     .unwrap();
     let out = wkctl(

@@ -9,4 +9,4 @@ pub mod status;
 pub mod undo;
 
 pub use events::{Event, Reporter};
-pub use run::{connect_all, Engine, EngineError, Options, Outcome, Resume};
+pub use run::{connect_all, Connections, Engine, EngineError, Options, Outcome, Resume};

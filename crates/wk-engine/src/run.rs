@@ -122,7 +122,16 @@ pub struct Engine<R: Remote> {
     inv_text: String,
     sources: Sources,
     hosts: BTreeMap<String, Arc<R>>,
+    /// Hosts that could not be connected to, and why: fine for nodes declared but not deployed.
+    unreachable: BTreeMap<String, String>,
     reporter: Arc<dyn Reporter>,
+}
+
+/// What a candidate seed answered: its compose file (for the API token), health and members.
+struct SeedProbe {
+    node: Node,
+    health: Result<Health, String>,
+    members: Result<Vec<wk_cluster::NodeInfo>, String>,
 }
 
 fn step_err(step: &Step, message: impl std::fmt::Display) -> EngineError {
@@ -143,6 +152,53 @@ fn split_addr(addr: &str) -> (String, u16) {
         h.trim_start_matches('[').trim_end_matches(']').to_string(),
         p.parse().unwrap_or(80),
     )
+}
+
+/// The file a file-changing action writes, and the mode it sets (`None`: the file's own).
+fn file_target(a: &Action) -> Option<(String, Option<u32>)> {
+    match a {
+        Action::Template { dest, mode, .. } => Some((dest.clone(), Some(*mode))),
+        Action::NginxConf { file, mode, .. } => Some((file.clone(), Some(*mode))),
+        Action::ComposeEnv { file, .. }
+        | Action::ComposeService { file, .. }
+        | Action::PrometheusJob { file, .. } => Some((file.clone(), None)),
+        _ => None,
+    }
+}
+
+/// What a file-changing action makes of the file's current text (`None`: no file). The same
+/// function serves the step and the preflight that tries every edit before anything changes.
+fn edit_file(a: &Action, old: Option<&str>) -> Result<String, String> {
+    match a {
+        Action::Template { content, .. } => Ok(content.clone()),
+        Action::NginxConf {
+            content, upstreams, ..
+        } => match old {
+            None => Ok(content.clone()),
+            Some(old) => {
+                wk_compose::nginx::set_upstream_servers(old, upstreams).map_err(|e| e.to_string())
+            }
+        },
+        Action::ComposeEnv { service, env, .. } => {
+            let sel = match service {
+                ServiceSelector::Name(n) => Selector::Name(n.clone()),
+                ServiceSelector::ImageName(i) => Selector::ImageName(i.clone()),
+            };
+            let old = old.ok_or("the compose file is missing")?;
+            edit::set_env(old, &sel, env).map_err(|e| e.to_string())
+        }
+        Action::ComposeService {
+            service, content, ..
+        } => {
+            let old = old.ok_or("the compose file is missing")?;
+            edit::set_service(old, service, content).map_err(|e| e.to_string())
+        }
+        Action::PrometheusJob { content, .. } => {
+            let old = old.ok_or("the file is missing")?;
+            edit::set_prometheus_jobs(old, content).map_err(|e| e.to_string())
+        }
+        other => Err(format!("`{}` does not edit a file", other.kind())),
+    }
 }
 
 /// The lines `compose ps` prints for a service, and whether it runs.
@@ -166,7 +222,58 @@ impl<R: Remote + 'static> Engine<R> {
             inv_text,
             sources,
             hosts,
+            unreachable: BTreeMap::new(),
             reporter,
+        }
+    }
+
+    /// Hosts the connection to failed (`name -> why`): the run goes on without them as long as
+    /// they are not part of it (a node declared in the inventory but not deployed yet).
+    pub fn with_unreachable(mut self, unreachable: BTreeMap<String, String>) -> Self {
+        self.unreachable = unreachable;
+        self
+    }
+
+    /// Asks a member for its health and the cluster's members (with the `token` header when
+    /// its compose file sets WK_MANAGERTOKEN).
+    async fn probe_seed(&self, node: &Node) -> SeedProbe {
+        let fail = |e: String| SeedProbe {
+            node: node.clone(),
+            health: Err(e.clone()),
+            members: Err(e),
+        };
+        let Ok(r) = self.remote(&node.name) else {
+            return fail(format!("{}: not connected", node.name));
+        };
+        let compose_file = format!(
+            "{}/docker-compose.yml",
+            node.install_dir.trim_end_matches('/')
+        );
+        let token = match r.read_file(&compose_file).await {
+            Ok(Some(f)) => {
+                let text = String::from_utf8_lossy(&f.content).into_owned();
+                match (
+                    edit::find_service(&text, &Selector::ImageName("wukongim".into())),
+                    wk_compose::value::parse(&text),
+                ) {
+                    (Ok(s), Ok(doc)) => edit::service_env(&doc, &s)
+                        .into_iter()
+                        .find(|(k, _)| k == "WK_MANAGERTOKEN")
+                        .map(|(_, v)| v),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        let tunnel = match r.tunnel(&node.internal_address, PORT_API).await {
+            Ok(t) => t,
+            Err(e) => return fail(e.to_string()),
+        };
+        let api = Api::new(&node.name, tunnel.local, token);
+        SeedProbe {
+            node: node.clone(),
+            health: api.health().await.map_err(|e| e.to_string()),
+            members: api.simple_nodes().await.map_err(|e| e.to_string()),
         }
     }
 
@@ -188,7 +295,12 @@ impl<R: Remote + 'static> Engine<R> {
 
     fn remote(&self, host: &str) -> Result<&Arc<R>, EngineError> {
         self.hosts.get(host).ok_or_else(|| {
-            EngineError::Host(format!("{host}: not connected (is it in the inventory?)"))
+            EngineError::Host(
+                self.unreachable
+                    .get(host)
+                    .cloned()
+                    .unwrap_or_else(|| format!("{host}: not connected (is it in the inventory?)")),
+            )
         })
     }
 
@@ -272,13 +384,102 @@ impl<R: Remote + 'static> Engine<R> {
         let inv = &self.inv;
         inv.check_additions(&opts.add)
             .map_err(|d| EngineError::Input(d.to_string()))?;
-        let seed = inv.seed_node().clone();
         let gateway = inv.gateway_node().clone();
         let added: Vec<Node> = opts
             .add
             .iter()
             .map(|a| inv.node(a).expect("checked").clone())
             .collect();
+
+        // Hosts that must be reachable from the start: the gateway and the nodes to add.
+        let mut down: Vec<String> = std::iter::once(&gateway)
+            .chain(added.iter())
+            .filter_map(|n| self.unreachable.get(&n.name).cloned())
+            .collect();
+
+        // The member new nodes join through: the inventory's seed (when resuming, the one the
+        // run chose), else the first other member that answers, so a stopped seed does not
+        // block an expansion. Its API tells who the members are.
+        let preferred = opts
+            .resume
+            .as_ref()
+            .and_then(|r| r.plan["seed"].as_str().map(str::to_string))
+            .unwrap_or_else(|| inv.seed.clone());
+        let preferred_id = inv.node(&preferred).map(|n| n.id as u64).unwrap_or(0);
+        let mut candidates: Vec<Node> = inv.node(&preferred).into_iter().cloned().collect();
+        candidates.extend(
+            inv.wukongim_nodes()
+                .filter(|n| n.name != preferred && !added.iter().any(|a| a.name == n.name))
+                .cloned(),
+        );
+        let mut chosen: Option<SeedProbe> = None;
+        let mut preferred_probe: Option<SeedProbe> = None;
+        let mut passed_over: Vec<String> = Vec::new();
+        for c in &candidates {
+            if let Some(why) = self.unreachable.get(&c.name) {
+                passed_over.push(format!("{}: {why}", c.name));
+                continue;
+            }
+            let p = self.probe_seed(c).await;
+            // A member: healthy, in its own member list, and (when not the inventory's seed)
+            // in the same cluster as the inventory's seed.
+            let usable = matches!(p.health, Ok(Health::Ok))
+                && p.members.as_ref().is_ok_and(|m| {
+                    m.iter().any(|x| x.id == c.id as u64)
+                        && (c.name == preferred || m.iter().any(|x| x.id == preferred_id))
+                });
+            if usable {
+                chosen = Some(p);
+                break;
+            }
+            passed_over.push(format!(
+                "{}: {}",
+                c.name,
+                match (&p.health, &p.members) {
+                    (Ok(Health::Ok), Ok(_)) => "not a member of the seed's cluster".to_string(),
+                    (Ok(Health::Ok), Err(e)) => format!("its member list: {e}"),
+                    (Ok(Health::Error(m)), _) => format!("/health: {m}"),
+                    (Err(e), _) => e.clone(),
+                }
+            ));
+            if c.name == preferred {
+                preferred_probe = Some(p);
+            }
+        }
+        // When no member answers, preflight reports what the preferred seed said.
+        let Some(probe) = chosen.or(preferred_probe) else {
+            down.push(
+                self.unreachable
+                    .get(&preferred)
+                    .cloned()
+                    .unwrap_or_else(|| format!("{preferred}: no member of the cluster answers")),
+            );
+            return Err(EngineError::Host(format!(
+                "{}\n  nothing was changed",
+                down.join("\n")
+            )));
+        };
+        let seed = probe.node.clone();
+        if seed.name != inv.seed {
+            self.say(Event::Warning {
+                message: format!(
+                    "the seed {} does not answer ({}); the new nodes join through {}, the first member that does",
+                    inv.seed,
+                    passed_over
+                        .iter()
+                        .find(|p| p.starts_with(&format!("{}:", inv.seed)))
+                        .map(|p| p.split_once(": ").map(|x| x.1).unwrap_or(p))
+                        .unwrap_or("not reachable"),
+                    seed.name
+                ),
+            });
+        }
+        if !down.is_empty() {
+            return Err(EngineError::Host(format!(
+                "{}\n  nothing was changed",
+                down.join("\n")
+            )));
+        }
 
         // Facts, from every host at once.
         let mut wanted: Vec<Node> = vec![seed.clone()];
@@ -334,17 +535,8 @@ impl<R: Remote + 'static> Engine<R> {
                 .map(|(_, v)| v.clone())
         };
         let token = env_of("WK_MANAGERTOKEN");
-
-        // The cluster's own view of its members, through a tunnel from the seed.
-        let seed_r = self.remote(&seed.name)?;
-        let tunnel = seed_r
-            .tunnel(&seed.internal_address, PORT_API)
-            .await
-            .map_err(host_err)?;
-        let api = Api::new(&seed.name, tunnel.local, token.clone());
-        let health = api.health().await;
-        let members_api = api.simple_nodes().await;
-        drop(tunnel);
+        let health = probe.health.clone();
+        let members_api = probe.members.clone();
 
         let mut checks: Vec<(String, String, bool, String, Option<String>)> = Vec::new();
         let mut check = |host: &str, id: &str, ok: bool, detail: String, fix: Option<&str>| {
@@ -382,14 +574,59 @@ impl<R: Remote + 'static> Engine<R> {
             .map(|a| a.name.clone())
             .collect();
         let members: Vec<String> = inv
-            .nodes
-            .iter()
+            .wukongim_nodes()
             .filter(|n| {
                 cluster.iter().any(|c| c.id == n.id as u64)
                     && !added.iter().any(|a| a.name == n.name)
             })
             .map(|n| n.name.clone())
             .collect();
+        // Every member must be in the inventory, where the inventory says: nginx balances to
+        // the inventory's addresses, and a node added by hand is recognised by its id.
+        for c in &cluster {
+            match inv.wukongim_nodes().find(|n| n.id as u64 == c.id) {
+                None => check(
+                    &seed.name,
+                    "members",
+                    false,
+                    format!("the cluster has node {} at {} ({}), which {} does not list", c.id, c.cluster_addr, wk_cluster::status_text(c.status), inv.file),
+                    Some("add it under `nodes:` with its id and internal address (wkctl keeps every member in the load balancer), then run again"),
+                ),
+                Some(n) if c.cluster_addr != host_port(&n.internal_address, PORT_CLUSTER) && !added.iter().any(|a| a.name == n.name) => check(
+                    &n.name,
+                    "members",
+                    false,
+                    format!("the cluster knows {} (id {}) at {}, the inventory at {}", n.name, c.id, c.cluster_addr, host_port(&n.internal_address, PORT_CLUSTER)),
+                    Some("correct the node's internal_address in the inventory (WuKongIM fixes a node's cluster address at its first boot)"),
+                ),
+                Some(_) => {}
+            }
+        }
+        let declared: Vec<&str> = inv
+            .wukongim_nodes()
+            .filter(|n| !members.contains(&n.name) && !added.iter().any(|a| a.name == n.name))
+            .map(|n| n.name.as_str())
+            .collect();
+        if !declared.is_empty() && members_api.is_ok() {
+            self.say(Event::Warning {
+                message: format!(
+                    "{} {} in {} but not in the cluster: declared, not deployed yet; left alone",
+                    declared.join(", "),
+                    if declared.len() == 1 { "is" } else { "are" },
+                    inv.file
+                ),
+            });
+        }
+        let lost: Vec<String> = members
+            .iter()
+            .filter_map(|m| self.unreachable.get(m).cloned())
+            .collect();
+        if !lost.is_empty() {
+            return Err(EngineError::Host(format!(
+                "{}\n  a member must be reachable: wkctl checks (and if needed sets) its addresses; nothing was changed",
+                lost.join("\n")
+            )));
+        }
 
         // Facts from the other members too (their compose command and WuKongIM service).
         let others: Vec<Node> = members
@@ -612,6 +849,40 @@ impl<R: Remote + 'static> Engine<R> {
                 Some("the single-node deployment's prometheus.yml must be there"),
             );
         }
+        // The plan, with what the hosts told (once every check so far passed: a plan needs
+        // the members the cluster named).
+        let mut plan = None;
+        if checks.iter().all(|c| c.2) {
+            let mut facts = BTreeMap::new();
+            for (name, st) in &states {
+                let svc = st.compose_text.as_deref().and_then(|t| {
+                    edit::find_service(t, &Selector::ImageName("wukongim".into())).ok()
+                });
+                facts.insert(
+                    name.clone(),
+                    HostFacts {
+                        compose: st.compose.clone(),
+                        wukongim_service: svc,
+                    },
+                );
+            }
+            let extra_env = env_of("WK_JWT_SECRET")
+                .map(|s| vec![format!("WK_JWT_SECRET={s}")])
+                .unwrap_or_default();
+            let req = PlanRequest {
+                add: opts.add.clone(),
+                members: Some(members),
+                facts,
+                extra_env,
+                seed: Some(seed.name.clone()),
+            };
+            let p = wk_plan::build(inv, &self.inv_text, &self.sources, &req)
+                .map_err(|e| EngineError::Input(e.to_string()))?;
+            // Every file edit of the plan, tried on the files as they are now: a file an
+            // operator wrote in a way wkctl cannot edit safely stops the run before it starts.
+            checks.extend(self.try_edits(&p).await);
+            plan = Some(p);
+        }
         let mut failed = 0;
         for (host, id, ok, detail, fix) in checks {
             if !ok {
@@ -626,26 +897,20 @@ impl<R: Remote + 'static> Engine<R> {
             });
         }
         if env_of("WK_JWT_SECRET").is_some() {
-            self.say(Event::Warning { message: "node1 sets WK_JWT_SECRET: the new nodes get the same value, or admin logins would fail across the load balancer".into() });
+            self.say(Event::Warning { message: format!("{} sets WK_JWT_SECRET: the new nodes get the same value, or admin logins would fail across the load balancer", seed.name) });
         }
         if token.is_some() {
-            self.say(Event::Warning { message: "node1 sets WK_MANAGERTOKEN, which WuKongIM v2 clusters do not support (#159, #533); API calls send its `token` header".into() });
+            self.say(Event::Warning { message: format!("{} sets WK_MANAGERTOKEN, which WuKongIM v2 clusters do not support (#159, #533); API calls send its `token` header", seed.name) });
         }
-        if failed > 0 {
-            return Err(EngineError::Preflight { failed });
-        }
+        let plan = match plan {
+            Some(p) if failed == 0 => p,
+            _ => {
+                return Err(EngineError::Preflight {
+                    failed: failed.max(1),
+                })
+            }
+        };
         if opts.check_only {
-            let plan = wk_plan::build(
-                inv,
-                &self.inv_text,
-                &self.sources,
-                &PlanRequest {
-                    add: opts.add.clone(),
-                    members: Some(members),
-                    ..PlanRequest::default()
-                },
-            )
-            .map_err(|e| EngineError::Input(e.to_string()))?;
             for w in &plan.warnings {
                 self.say(Event::Warning { message: w.clone() });
             }
@@ -656,33 +921,6 @@ impl<R: Remote + 'static> Engine<R> {
                 ok: 0,
             });
         }
-
-        // The plan, with what the hosts told.
-        let mut facts = BTreeMap::new();
-        for (name, st) in &states {
-            let svc = st
-                .compose_text
-                .as_deref()
-                .and_then(|t| edit::find_service(t, &Selector::ImageName("wukongim".into())).ok());
-            facts.insert(
-                name.clone(),
-                HostFacts {
-                    compose: st.compose.clone(),
-                    wukongim_service: svc,
-                },
-            );
-        }
-        let extra_env = env_of("WK_JWT_SECRET")
-            .map(|s| vec![format!("WK_JWT_SECRET={s}")])
-            .unwrap_or_default();
-        let req = PlanRequest {
-            add: opts.add.clone(),
-            members: Some(members),
-            facts,
-            extra_env,
-        };
-        let plan = wk_plan::build(inv, &self.inv_text, &self.sources, &req)
-            .map_err(|e| EngineError::Input(e.to_string()))?;
 
         if let Some(r) = &opts.resume {
             let now = serde_json::to_value(&plan).map_err(|e| EngineError::Input(e.to_string()))?;
@@ -797,6 +1035,7 @@ impl<R: Remote + 'static> Engine<R> {
                     Action::Preflight { .. }
                         | Action::Mkdir { .. }
                         | Action::Template { .. }
+                        | Action::NginxConf { .. }
                         | Action::ComposeEnv { .. }
                         | Action::ComposeService { .. }
                         | Action::PrometheusJob { .. }
@@ -1056,6 +1295,56 @@ impl<R: Remote + 'static> Engine<R> {
         })
     }
 
+    /// Every file edit of the plan, in plan order, on the files as the hosts hold them now
+    /// (nothing is written). A check per host: all apply, or which cannot and why.
+    async fn try_edits(&self, plan: &Plan) -> Vec<(String, String, bool, String, Option<String>)> {
+        let mut files: BTreeMap<(String, String), Option<String>> = BTreeMap::new();
+        let mut tried: BTreeMap<String, (usize, Vec<String>)> = BTreeMap::new();
+        for step in &plan.steps {
+            let Some((path, _)) = file_target(&step.action) else {
+                continue;
+            };
+            let key = (step.host.clone(), path.clone());
+            let entry = tried.entry(step.host.clone()).or_default();
+            if !files.contains_key(&key) {
+                let text = match self.remote(&step.host) {
+                    Ok(r) => match r.read_file(&path).await {
+                        Ok(f) => f.map(|f| String::from_utf8_lossy(&f.content).into_owned()),
+                        Err(e) => {
+                            entry
+                                .1
+                                .push(format!("{}: {path}: cannot read it: {e}", step.id));
+                            continue;
+                        }
+                    },
+                    Err(e) => {
+                        entry.1.push(format!("{}: {e}", step.id));
+                        continue;
+                    }
+                };
+                files.insert(key.clone(), text);
+            }
+            let old = files[&key].clone();
+            entry.0 += 1;
+            match edit_file(&step.action, old.as_deref()) {
+                Ok(new) => {
+                    files.insert(key, Some(new));
+                }
+                Err(e) => entry.1.push(format!("{}: {path}: {e}", step.id)),
+            }
+        }
+        tried
+            .into_iter()
+            .map(|(host, (n, problems))| {
+                if problems.is_empty() {
+                    (host, "edits".to_string(), true, format!("{n} file edit(s) tried on the files as they are: each applies and changes only its own lines"), None)
+                } else {
+                    (host, "edits".to_string(), false, problems.join("; "), Some("change the file by hand so wkctl can find its place (or move a file wkctl writes away), then run again".to_string()))
+                }
+            })
+            .collect()
+    }
+
     /// Observe a file, compute what it should be, and (unless dry) journal and write it.
     async fn file_step(
         &self,
@@ -1275,47 +1564,15 @@ impl<R: Remote + 'static> Engine<R> {
                     .map_err(|e| step_err(step, e))?;
                 Ok(Done::Changed(format!("created {path}")))
             }
-            Action::Template {
-                dest,
-                mode,
-                content,
-                ..
-            } => {
-                let c = content.clone();
-                self.file_step(step, ctx, dest, Some(*mode), move |_| Ok(c))
+            Action::Template { .. }
+            | Action::NginxConf { .. }
+            | Action::ComposeEnv { .. }
+            | Action::ComposeService { .. }
+            | Action::PrometheusJob { .. } => {
+                let (path, mode) = file_target(&step.action).expect("a file action");
+                let action = step.action.clone();
+                self.file_step(step, ctx, &path, mode, move |old| edit_file(&action, old))
                     .await
-            }
-            Action::ComposeEnv { file, service, env } => {
-                let sel = match service {
-                    ServiceSelector::Name(n) => Selector::Name(n.clone()),
-                    ServiceSelector::ImageName(i) => Selector::ImageName(i.clone()),
-                };
-                let env = env.clone();
-                self.file_step(step, ctx, file, None, move |old| {
-                    let old = old.ok_or("the compose file is missing")?;
-                    edit::set_env(old, &sel, &env).map_err(|e| e.to_string())
-                })
-                .await
-            }
-            Action::ComposeService {
-                file,
-                service,
-                content,
-            } => {
-                let (s, c) = (service.clone(), content.clone());
-                self.file_step(step, ctx, file, None, move |old| {
-                    let old = old.ok_or("the compose file is missing")?;
-                    edit::set_service(old, &s, &c).map_err(|e| e.to_string())
-                })
-                .await
-            }
-            Action::PrometheusJob { file, content, .. } => {
-                let c = content.clone();
-                self.file_step(step, ctx, file, None, move |old| {
-                    let old = old.ok_or("prometheus.yml is missing")?;
-                    edit::set_prometheus_jobs(old, &c).map_err(|e| e.to_string())
-                })
-                .await
             }
             Action::ComposeUp {
                 dir,
@@ -1345,6 +1602,15 @@ impl<R: Remote + 'static> Engine<R> {
                 if !changed && all_running && !(nginx && conf_changed) {
                     return Ok(Done::Ok(
                         "running, and its configuration did not change".into(),
+                    ));
+                }
+                // A member the operator stopped stays stopped unless its configuration changed.
+                let member = services
+                    .iter()
+                    .any(|sv| matches!(sv, ServiceSelector::ImageName(_)));
+                if member && !changed && !all_running {
+                    return Ok(Done::Ok(
+                        "not running, and its compose file did not change: left stopped".into(),
                     ));
                 }
                 if ctx.dry {
@@ -1564,21 +1830,25 @@ impl<R: Remote + 'static> Engine<R> {
             .skip(1)
             .map(|a| a.name.as_str())
             .collect();
+        // A member whose API cannot be reached counts only while the cluster sees it online.
+        let mut unreachable: Vec<(String, u64, String)> = Vec::new();
         for m in plan
             .members_after
             .iter()
             .filter(|m| !later.contains(&m.name.as_str()))
         {
             let r = self.remote(&m.name)?;
-            let t = r
-                .tunnel(&m.internal_address, PORT_API)
-                .await
-                .map_err(|e| step_err(step, e))?;
-            apis.push((
-                m.name.clone(),
-                Api::new(&m.name, t.local, ctx.token.clone()),
-            ));
-            tunnels.push(t);
+            match r.tunnel(&m.internal_address, PORT_API).await {
+                Ok(t) => {
+                    apis.push((
+                        m.name.clone(),
+                        m.id as u64,
+                        Api::new(&m.name, t.local, ctx.token.clone()),
+                    ));
+                    tunnels.push(t);
+                }
+                Err(e) => unreachable.push((m.name.clone(), m.id as u64, e.to_string())),
+            }
         }
         let node = plan
             .members_after
@@ -1593,9 +1863,14 @@ impl<R: Remote + 'static> Engine<R> {
             polls += 1;
             let mut all = true;
             let mut status_seen = 0u8;
-            for (_, api) in &apis {
+            let mut answered = 0;
+            let mut silent: Vec<u64> = unreachable.iter().map(|u| u.1).collect();
+            let mut offline: BTreeSet<u64> = BTreeSet::new();
+            for (_, id, api) in &apis {
                 match api.simple_nodes().await {
                     Ok(list) => {
+                        answered += 1;
+                        offline.extend(list.iter().filter(|n| n.online != 1).map(|n| n.id));
                         let s = list
                             .iter()
                             .find(|n| n.id == node_id as u64)
@@ -1604,9 +1879,17 @@ impl<R: Remote + 'static> Engine<R> {
                         status_seen = status_seen.max(s);
                         all &= s == 3;
                     }
-                    Err(_) => all = false,
+                    Err(_) => silent.push(*id),
                 }
             }
+            // Silent members count unless the members that answer see them offline.
+            all &= answered > 0 && silent.iter().all(|id| offline.contains(id));
+            let skipped: Vec<String> = silent
+                .iter()
+                .filter(|id| offline.contains(id))
+                .filter_map(|id| plan.members_after.iter().find(|m| m.id as u64 == *id))
+                .map(|m| m.name.clone())
+                .collect();
             if status_seen != last_status && status_seen != 0 {
                 last_status = status_seen;
                 self.say(Event::JoinStatus {
@@ -1617,13 +1900,21 @@ impl<R: Remote + 'static> Engine<R> {
                 });
             }
             if all {
+                let but = if skipped.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " that is online ({} offline, not asked)",
+                        skipped.join(", ")
+                    )
+                };
                 if polls == 1 {
                     return Ok(Done::Ok(format!(
-                        "node {node_id} was already 已加入 on every member"
+                        "node {node_id} was already 已加入 on every member{but}"
                     )));
                 }
                 return Ok(Done::Changed(format!(
-                    "node {node_id} is 已加入 on every member"
+                    "node {node_id} is 已加入 on every member{but}"
                 )));
             }
             if start.elapsed() >= timeout {
@@ -1633,7 +1924,7 @@ impl<R: Remote + 'static> Engine<R> {
         }
         // Stuck at 加入中 (#529): accept the join if everything else says it worked.
         let mut reasons = Vec::new();
-        for (name, api) in &apis {
+        for (name, _, api) in &apis {
             match api.health().await {
                 Ok(Health::Ok) => {}
                 other => reasons.push(format!("{name}: /health {other:?}")),
@@ -1644,7 +1935,7 @@ impl<R: Remote + 'static> Engine<R> {
                 }
             }
         }
-        if let Some((_, api)) = apis.first() {
+        if let Some((_, _, api)) = apis.first() {
             if let Ok(list) = api.simple_nodes().await {
                 match list.iter().find(|n| n.id == node_id as u64) {
                     Some(n) if n.online == 1 && n.slot_count > 0 => {}
@@ -1707,13 +1998,21 @@ async fn futures_all<T>(jobs: Vec<impl std::future::Future<Output = T>>) -> Vec<
     out
 }
 
-/// Connects to every host of the inventory, concurrently: one SSH connection each.
+/// The SSH connections of a run, and the hosts that could not be reached (name -> why).
+pub type Connections = (
+    BTreeMap<String, Arc<wk_remote::SshRemote>>,
+    BTreeMap<String, String>,
+);
+
+/// Connects to every host of the inventory, concurrently: one SSH connection each. A host that
+/// cannot be reached is returned with the reason; whether that matters is the caller's call
+/// (a node declared but not deployed yet may well not exist).
 pub async fn connect_all(
     inv: &Inventory,
     prompter: Arc<dyn wk_remote::ssh::Prompter>,
     sudo_password: Option<wk_remote::Secret>,
     reporter: &dyn Reporter,
-) -> Result<BTreeMap<String, Arc<wk_remote::SshRemote>>, EngineError> {
+) -> Result<Connections, EngineError> {
     use wk_plan::inventory::{HostKeyPolicy as P, SudoMode};
     use wk_remote::ssh::{Hop, HostKeyPolicy, SshOptions};
     let home = std::env::var_os("HOME")
@@ -1773,7 +2072,7 @@ pub async fn connect_all(
         }));
     }
     let mut hosts = BTreeMap::new();
-    let mut errors = Vec::new();
+    let mut errors = BTreeMap::new();
     for t in tasks {
         let (name, addr, r) = t.await.map_err(|e| EngineError::Host(e.to_string()))?;
         match r {
@@ -1784,14 +2083,10 @@ pub async fn connect_all(
                 });
                 hosts.insert(name, Arc::new(r));
             }
-            Err(e) => errors.push(e.to_string()),
+            Err(e) => {
+                errors.insert(name, e.to_string());
+            }
         }
     }
-    if !errors.is_empty() {
-        return Err(EngineError::Host(format!(
-            "{}\n  nothing was changed",
-            errors.join("\n")
-        )));
-    }
-    Ok(hosts)
+    Ok((hosts, errors))
 }

@@ -61,18 +61,34 @@ pub async fn status<R: Remote + 'static>(
     )
     .await
     .unwrap_or_default();
-    let members = match hosts.get(&seed.name) {
-        Some(r) => match r.tunnel(&seed.internal_address, PORT_API).await {
-            Ok(t) => Api::new(&seed.name, t.local, None)
-                .simple_nodes()
-                .await
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        },
-        None => Err(format!("{}: not connected", seed.name)),
-    };
+    // The cluster's members as the seed tells them, or (the seed down) the first node that can.
+    let mut members = Err(format!("{}: not connected", seed.name));
+    for n in std::iter::once(seed).chain(inv.wukongim_nodes().filter(|n| n.name != seed.name)) {
+        let answer = match hosts.get(&n.name) {
+            Some(r) => match r.tunnel(&n.internal_address, PORT_API).await {
+                Ok(t) => Api::new(&n.name, t.local, None)
+                    .simple_nodes()
+                    .await
+                    .map_err(|e| format!("{}: {e}", n.name)),
+                Err(e) => Err(e.to_string()),
+            },
+            None => Err(format!("{}: not connected", n.name)),
+        };
+        let ok = answer.is_ok();
+        if ok || n.name == seed.name {
+            members = answer;
+        }
+        if ok {
+            break;
+        }
+    }
+    let upstream = wk_compose::nginx::upstream_servers(&nginx)
+        .ok()
+        .and_then(|u| u.into_iter().find(|(name, _)| name == "wukongimapi"))
+        .map(|(_, servers)| servers)
+        .unwrap_or_default();
     let mut out = Vec::new();
-    for n in &inv.nodes {
+    for n in inv.wukongim_nodes() {
         let member = members
             .as_ref()
             .ok()
@@ -118,12 +134,10 @@ pub async fn status<R: Remote + 'static>(
                 }
             },
         };
-        let in_nginx = nginx.contains(&format!(
-            "server {};",
-            host_port(&n.internal_address, PORT_API)
-        ));
+        let in_nginx = upstream.contains(&host_port(&n.internal_address, PORT_API));
+        // A job targets it, or carries its `id` label (node1's job may target `wukongim:5300`).
         let in_prometheus = prom.contains(&host_port(&n.internal_address, PORT_MANAGER))
-            || (n.name == gw.name && prom.contains(&format!("\"{}\"", n.id)));
+            || prom.contains(&format!("\"{}\"", n.id));
         if let Some(m) = &member {
             if m.status != 3 {
                 problems.push(format!(

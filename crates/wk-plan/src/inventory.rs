@@ -115,7 +115,10 @@ struct RawLbPorts {
 #[serde(deny_unknown_fields)]
 struct RawNode {
     name: Spanned<String>,
-    id: Spanned<i64>,
+    #[serde(default)]
+    role: Option<Spanned<String>>,
+    #[serde(default)]
+    id: Option<Spanned<i64>>,
     internal_address: Spanned<String>,
     #[serde(default)]
     external_address: Option<Spanned<String>>,
@@ -232,10 +235,22 @@ pub struct Gateway {
     pub prometheus_file: String,
 }
 
-/// One WuKongIM node.
+/// What a host of the inventory runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// A WuKongIM node (and, on the gateway node, nginx and Prometheus too).
+    Wukongim,
+    /// The gateway only: nginx and Prometheus, no WuKongIM (the docs' multi-node deployment).
+    Gateway,
+}
+
+/// One host: a WuKongIM node, or the gateway host that runs no WuKongIM.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Node {
     pub name: String,
+    pub role: Role,
+    /// `WK_CLUSTER_NODEID`; 0 on a gateway-only host.
     pub id: u16,
     /// Intranet address other nodes, nginx and Prometheus reach it on.
     pub internal_address: String,
@@ -283,6 +298,11 @@ impl Inventory {
         self.nodes.iter().find(|n| n.name == name)
     }
 
+    /// The hosts that run (or will run) WuKongIM: every node but a gateway-only host.
+    pub fn wukongim_nodes(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.iter().filter(|n| n.role == Role::Wukongim)
+    }
+
     pub fn gateway_node(&self) -> &Node {
         self.node(&self.gateway.node)
             .expect("validated: the gateway names a node")
@@ -328,7 +348,14 @@ impl Inventory {
                 );
                 continue;
             };
-            if node.name == self.gateway.node || node.name == self.seed {
+            if node.role == Role::Gateway {
+                problems.push(
+                    here(format!(
+                        "node `{name}` is the gateway host (`role: gateway`): it runs no WuKongIM to add"
+                    ))
+                    .fix("add a WuKongIM node"),
+                );
+            } else if node.name == self.gateway.node || node.name == self.seed {
                 let role = if node.name == self.seed {
                     "seed"
                 } else {
@@ -447,20 +474,55 @@ impl Validator<'_> {
                 names.insert(name.clone(), n.name.referenced.line());
             }
 
-            let id = n.id.value;
-            if !(1..=1023).contains(&id) {
-                self.err(
-                    at(&n.id),
+            let role = match n.role.as_ref().map(|r| (r, r.value.trim())) {
+                None | Some((_, "wukongim")) => Role::Wukongim,
+                Some((_, "gateway")) => Role::Gateway,
+                Some((r, other)) => {
+                    self.err(
+                        at(r),
+                        format!("node `{name}`: role `{other}` is not one wkctl knows"),
+                        "use `wukongim` (the default) or `gateway` (a host running only nginx and Prometheus)",
+                    );
+                    Role::Wukongim
+                }
+            };
+            let id = match (&n.id, role) {
+                (Some(id), Role::Wukongim) => Some(id),
+                (None, Role::Wukongim) => {
+                    self.err(
+                        at(&n.name),
+                        format!("node `{name}` has no `id`"),
+                        "give it its WK_CLUSTER_NODEID, e.g. `id: 1002` (1..=1023, unused)",
+                    );
+                    None
+                }
+                (Some(id), Role::Gateway) => {
+                    self.err(
+                        at(id),
+                        format!("node `{name}` has `role: gateway` and an `id`: a gateway host runs no WuKongIM"),
+                        "remove the `id`, or the `role: gateway` if the host runs WuKongIM too",
+                    );
+                    None
+                }
+                (None, Role::Gateway) => None,
+            };
+            let id_value = id.map(|i| i.value).unwrap_or(0);
+            if let Some(idv) = id {
+                let id = idv.value;
+                if !(1..=1023).contains(&id) {
+                    self.err(
+                    at(idv),
                     format!("node `{name}`: id {id} is out of range: WuKongIM accepts 1..=1023 (a larger id panics at start)"),
                     "choose an id between 1 and 1023 that no other node uses",
                 );
-            } else if let Some((other, line)) = ids.get(&id) {
-                let msg = format!(
+                } else if let Some((other, line)) = ids.get(&id) {
+                    let msg = format!(
                     "node `{name}`: id {id} is already node `{other}`'s (line {line}); a join with a taken id silently replaces that node in the cluster"
                 );
-                self.err(at(&n.id), msg, "give every node its own id");
-            } else {
-                ids.insert(id, (name.clone(), n.id.referenced.line()));
+                    self.err(at(idv), msg, "give every node its own id");
+                } else {
+                    ids.insert(id, (name.clone(), idv.referenced.line()));
+                }
             }
 
             let internal = self.address(
@@ -496,7 +558,8 @@ impl Validator<'_> {
             nodes.push((
                 Node {
                     name,
-                    id: u16::try_from(id).unwrap_or(0),
+                    role,
+                    id: u16::try_from(id_value).unwrap_or(0),
                     internal_address: internal,
                     external_address: String::new(),
                     install_dir: node_dir,
@@ -518,20 +581,59 @@ impl Validator<'_> {
                 "name the node that runs (or will run) nginx and Prometheus, e.g. `node: node1`",
             );
         }
+        for (n, _) in nodes.iter().filter(|(n, _)| n.role == Role::Gateway) {
+            if n.name != gateway_name {
+                let line = raw
+                    .nodes
+                    .value
+                    .iter()
+                    .find(|r| r.value.name.value.trim() == n.name)
+                    .map(|r| r.value.name.referenced);
+                self.err(
+                    line,
+                    format!(
+                        "node `{}` has `role: gateway` but gateway.node is `{gateway_name}`",
+                        n.name
+                    ),
+                    "name it in gateway.node, or remove its `role: gateway`",
+                );
+            }
+        }
         let seed = match &raw.seed {
             Some(s) => {
                 let name = s.value.trim().to_string();
-                if !nodes.iter().any(|(n, _)| n.name == name) {
-                    self.err(
+                match nodes.iter().find(|(n, _)| n.name == name) {
+                    None => self.err(
                         at(s),
                         format!("seed `{name}` is not one of the nodes"),
                         "name a running member that new nodes join through, or leave `seed` out to use the gateway node",
-                    );
+                    ),
+                    Some((n, _)) if n.role == Role::Gateway => self.err(
+                        at(s),
+                        format!("seed `{name}` is the gateway host, which runs no WuKongIM"),
+                        "name a running WuKongIM member, or leave `seed` out to use the first node",
+                    ),
+                    Some(_) => {}
                 }
                 name
             }
-            None => gateway_name.clone(),
+            // The gateway node when it runs WuKongIM, else the first WuKongIM node.
+            None => match gateway_node {
+                Some((g, _)) if g.role == Role::Gateway => nodes
+                    .iter()
+                    .find(|(n, _)| n.role == Role::Wukongim)
+                    .map(|(n, _)| n.name.clone())
+                    .unwrap_or_default(),
+                _ => gateway_name.clone(),
+            },
         };
+        if !nodes.is_empty() && !nodes.iter().any(|(n, _)| n.role == Role::Wukongim) {
+            self.err(
+                at(&raw.nodes),
+                "no node runs WuKongIM: every node has `role: gateway`",
+                "list the running WuKongIM node(s) under `nodes:`",
+            );
+        }
 
         let gateway_external = match &g.external_address {
             Some(e) => self.address(e, "gateway.external_address"),

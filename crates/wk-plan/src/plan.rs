@@ -9,7 +9,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::inventory::{
-    host_port, ComposeCommand, Inventory, Node, SudoMode, NODE_PORTS, PORT_API, PORT_CLUSTER,
+    host_port, ComposeCommand, Inventory, Node, Role, SudoMode, NODE_PORTS, PORT_API, PORT_CLUSTER,
     PORT_DEMO, PORT_MANAGER, PORT_TCP, PORT_WS,
 };
 use crate::playbook::{ActionSpec, On, Playbook, ServiceSelector, StepSpec};
@@ -28,6 +28,8 @@ pub struct PlanRequest {
     pub facts: BTreeMap<String, HostFacts>,
     /// `K=V` entries every new node must carry from the members (e.g. `WK_JWT_SECRET`).
     pub extra_env: Vec<String>,
+    /// The member new nodes join through, when not the inventory's seed (which is down).
+    pub seed: Option<String>,
 }
 
 /// Facts about one host that only the host can tell.
@@ -131,6 +133,15 @@ pub enum Action {
         mode: u32,
         content: String,
     },
+    /// nginx.conf: `content` is written when the file is missing; a file already there only
+    /// gets the `upstreams`' missing servers.
+    NginxConf {
+        src: String,
+        file: String,
+        mode: u32,
+        content: String,
+        upstreams: Vec<(String, Vec<String>)>,
+    },
     ComposeEnv {
         file: String,
         service: ServiceSelector,
@@ -180,6 +191,7 @@ impl Action {
             Action::Unlock { .. } => "unlock",
             Action::Mkdir { .. } => "mkdir",
             Action::Template { .. } => "template",
+            Action::NginxConf { .. } => "nginx_conf",
             Action::ComposeEnv { .. } => "compose_env",
             Action::ComposeService { .. } => "compose_service",
             Action::PrometheusJob { .. } => "prometheus_job",
@@ -372,8 +384,7 @@ pub fn build(
         Some(m) => m.clone(),
         None => {
             let names: Vec<String> = inv
-                .nodes
-                .iter()
+                .wukongim_nodes()
                 .filter(|n| !req.add.contains(&n.name))
                 .map(|n| n.name.clone())
                 .collect();
@@ -384,7 +395,12 @@ pub fn build(
             names
         }
     };
-    for special in [&inv.seed, &inv.gateway.node] {
+    let seed_name = req.seed.as_ref().unwrap_or(&inv.seed);
+    let gateway_runs_wukongim = inv.gateway_node().role == Role::Wukongim;
+    for special in [seed_name, &inv.gateway.node] {
+        if special == &inv.gateway.node && !gateway_runs_wukongim {
+            continue;
+        }
         if !member_names.contains(special) {
             return Err(PlanError::Step {
                 step: "plan".into(),
@@ -440,7 +456,11 @@ pub fn build(
     }
 
     let gw_node = inv.gateway_node();
-    let seed_node = inv.seed_node();
+    let seed_node = inv.node(seed_name).ok_or_else(|| PlanError::Step {
+        step: "plan".into(),
+        host: seed_name.clone(),
+        message: format!("the seed `{seed_name}` is not in {}", inv.file),
+    })?;
     let ports = inv.gateway.ports;
     let ext = &inv.gateway.external_address;
     let gateway = GatewayView {
@@ -541,6 +561,7 @@ pub fn build(
         ("playbook", &sources.playbook),
         ("add", &add_list),
         ("members", &member_list),
+        ("seed", &seed_node.name),
     ];
     for (name, text) in &sources.templates {
         parts.push((name, text));
@@ -556,7 +577,7 @@ pub fn build(
         members_before: members.iter().map(|n| node_ref(n)).collect(),
         members_after: after.iter().map(|n| node_ref(n)).collect(),
         gateway: inv.gateway.node.clone(),
-        seed: inv.seed.clone(),
+        seed: seed_node.name.clone(),
         assumptions,
         warnings,
         steps,
@@ -711,6 +732,28 @@ impl Builder<'_> {
                     content,
                 }
             }
+            ActionSpec::NginxConf(t) => {
+                let content = render_file(&t.src)?;
+                let upstreams = wk_compose::nginx::upstream_servers(&content).map_err(|e| {
+                    fail(format!(
+                        "template {} renders an nginx.conf that does not parse: {e}",
+                        t.src
+                    ))
+                })?;
+                if upstreams.is_empty() {
+                    return Err(fail(format!(
+                        "template {} renders no `upstream` block",
+                        t.src
+                    )));
+                }
+                Action::NginxConf {
+                    src: t.src.clone(),
+                    file: render(&t.file)?,
+                    mode: parse_mode(t.mode.as_deref(), 0o644).map_err(fail)?,
+                    content,
+                    upstreams,
+                }
+            }
             ActionSpec::ComposeEnv(e) => {
                 let mut env = Vec::new();
                 for (k, v) in &e.env.0 {
@@ -828,7 +871,7 @@ impl Builder<'_> {
         let is_new = self.added.iter().any(|n| n.name == host.name);
         let is_member = self.members.iter().any(|n| n.name == host.name);
         let is_gateway = host.name == inv.gateway.node;
-        let is_seed = host.name == inv.seed;
+        let is_seed = host.name == self.seed.name;
         let mut checks = Vec::new();
         let mut c = |id: &str, d: String| {
             checks.push(Check {
@@ -868,7 +911,11 @@ impl Builder<'_> {
                 "reach-seed",
                 format!(
                     "this host reaches the seed's cluster port {}",
-                    host_port(&self.inv.seed_node().internal_address, PORT_CLUSTER)
+                    self.seed
+                        .spec
+                        .split_once('@')
+                        .map(|(_, a)| a)
+                        .unwrap_or_default()
                 ),
             );
         }
@@ -884,6 +931,12 @@ impl Builder<'_> {
             c(
                 "image-tag",
                 format!("the running image tag matches {}", inv.image),
+            );
+        }
+        if is_member || is_gateway {
+            c(
+                "edits",
+                "every file wkctl edits here (compose environment, nginx.conf upstreams, prometheus.yml) can be edited without touching anything else; the edits are tried on the files as they are".into(),
             );
         }
         if is_seed {

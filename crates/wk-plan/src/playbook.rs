@@ -54,6 +54,8 @@ pub struct StepSpec {
     #[serde(default)]
     pub template: Option<TemplateSpec>,
     #[serde(default)]
+    pub nginx_conf: Option<NginxConfSpec>,
+    #[serde(default)]
     pub compose_env: Option<ComposeEnvSpec>,
     #[serde(default)]
     pub compose_service: Option<ComposeServiceSpec>,
@@ -79,6 +81,7 @@ pub enum ActionSpec<'a> {
     Unlock(&'a PathSpec),
     Mkdir(&'a MkdirSpec),
     Template(&'a TemplateSpec),
+    NginxConf(&'a NginxConfSpec),
     ComposeEnv(&'a ComposeEnvSpec),
     ComposeService(&'a ComposeServiceSpec),
     PrometheusJob(&'a PrometheusJobSpec),
@@ -102,6 +105,7 @@ impl StepSpec {
             };
         }
         each!(lock => Lock, unlock => Unlock, mkdir => Mkdir, template => Template,
+              nginx_conf => NginxConf,
               compose_env => ComposeEnv, compose_service => ComposeService,
               prometheus_job => PrometheusJob, compose_up => ComposeUp,
               compose_signal => ComposeSignal, wait_health => WaitHealth,
@@ -137,6 +141,17 @@ pub struct MkdirSpec {
 pub struct TemplateSpec {
     pub src: String,
     pub dest: String,
+    #[serde(default)]
+    pub mode: Option<String>,
+}
+
+/// The load balancer's nginx.conf: written from `src` when the host has none; otherwise only
+/// the members of the upstreams `src` renders are added to the file there (hand edits stay).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NginxConfSpec {
+    pub src: String,
+    pub file: String,
     #[serde(default)]
     pub mode: Option<String>,
 }

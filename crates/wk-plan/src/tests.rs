@@ -47,6 +47,7 @@ fn outputs(case: &str) -> (BTreeMap<String, String>, crate::Plan) {
     for s in &plan.steps {
         let (name, content) = match &s.action {
             Action::Template { dest, content, .. } => (base(dest), content.clone()),
+            Action::NginxConf { file, content, .. } => (base(file), content.clone()),
             Action::ComposeService {
                 service, content, ..
             } => (format!("compose-service-{service}.yml"), content.clone()),
@@ -318,7 +319,7 @@ fn membership_from_the_cluster_decides_the_upstreams() {
     let after: Vec<&str> = plan.members_after.iter().map(|n| n.name.as_str()).collect();
     assert_eq!(after, ["n1", "n2"]);
     let conf = plan.steps.iter().find_map(|s| match &s.action {
-        Action::Template { dest, content, .. } if dest.ends_with("nginx.conf") => Some(content),
+        Action::NginxConf { content, .. } => Some(content),
         _ => None,
     });
     assert!(!conf.unwrap().contains("10.20.0.3"));

@@ -104,14 +104,17 @@ fn engine_run(
                 eprintln!("\nCtrl-C: stopping after the step under way (Ctrl-C again cuts it)");
             }
         });
-        let hosts = connect(inventory, reporter.as_ref()).await?;
+        // Hosts that cannot be reached are the engine's to judge: fine for a node declared
+        // but not deployed, fatal (before any change) for the gateway, the new nodes, members.
+        let (hosts, unreachable) = connect(inventory, reporter.as_ref()).await?;
         let engine = wk_engine::Engine::new(
             inventory.clone(),
             text.to_string(),
             sources.clone(),
             hosts.clone(),
             reporter.clone(),
-        );
+        )
+        .with_unreachable(unreachable);
         let result = engine.expand(&opts).await;
         reporter.event(&wk_engine::Event::Stats {
             hosts: hosts
@@ -187,7 +190,7 @@ pub fn status(cli: &Cli, out: &mut dyn Write) -> Result<(), Failure> {
     let quiet: Arc<dyn wk_engine::Reporter> = Arc::new(output::Quiet);
     let rt = crate::runtime()?;
     let rows = rt.block_on(async {
-        let hosts = connect(&inventory, quiet.as_ref()).await?;
+        let (hosts, _) = connect(&inventory, quiet.as_ref()).await?;
         let rows = wk_engine::status::status(&inventory, &hosts).await;
         for h in hosts.values() {
             h.close().await;
@@ -359,7 +362,7 @@ pub fn rollback(cli: &Cli, args: &crate::cli::RollbackArgs) -> Result<(), Failur
     };
     let rt = crate::runtime()?;
     rt.block_on(async {
-        let hosts = connect(&inventory, reporter.as_ref()).await?;
+        let hosts = connect_every(&inventory, reporter.as_ref()).await?;
         let engine = wk_engine::Engine::new(
             inventory.clone(),
             text.clone(),
@@ -395,13 +398,36 @@ pub fn rollback(cli: &Cli, args: &crate::cli::RollbackArgs) -> Result<(), Failur
     })
 }
 
-/// One SSH connection to every host of the inventory, for every command that talks to hosts.
+/// Like [`connect`], for commands that need every host (rollback): one that cannot be reached
+/// stops the command before it changes anything.
+async fn connect_every(
+    inventory: &Inventory,
+    reporter: &dyn wk_engine::Reporter,
+) -> Result<std::collections::BTreeMap<String, Arc<wk_remote::SshRemote>>, Failure> {
+    let (hosts, unreachable) = connect(inventory, reporter).await?;
+    if unreachable.is_empty() {
+        return Ok(hosts);
+    }
+    for h in hosts.values() {
+        h.close().await;
+    }
+    Err(Failure {
+        code: 3,
+        message: format!(
+            "{}\n  nothing was changed",
+            unreachable.into_values().collect::<Vec<_>>().join("\n")
+        ),
+    })
+}
+
+/// One SSH connection to every host of the inventory, for every command that talks to hosts,
+/// and the hosts that could not be reached (name -> why).
 /// The sudo password, when a host needs one, comes from WKCTL_SUDO_PASSWORD or is asked once on
 /// the terminal; it goes to the hosts on stdin only.
 async fn connect(
     inventory: &Inventory,
     reporter: &dyn wk_engine::Reporter,
-) -> Result<std::collections::BTreeMap<String, Arc<wk_remote::SshRemote>>, Failure> {
+) -> Result<wk_engine::Connections, Failure> {
     let needs = inventory
         .nodes
         .iter()

@@ -119,6 +119,26 @@ pub fn plan_text(plan: &Plan, inv: &Inventory, sources: &Sources, offline: bool)
                 );
                 quote_block(&mut o, content);
             }
+            Action::NginxConf {
+                file,
+                mode,
+                content,
+                upstreams,
+                ..
+            } => {
+                line(
+                    &mut o,
+                    format!("if {file} is missing, write it (mode {mode:04o}, {} bytes):", content.len()),
+                );
+                quote_block(&mut o, content);
+                line(
+                    &mut o,
+                    "if it is there, add to its upstreams the servers they lack (everything else stays):".to_string(),
+                );
+                for (name, servers) in upstreams {
+                    line(&mut o, format!("  {name}: {}", servers.join(" ")));
+                }
+            }
             Action::ComposeEnv { file, service, env } => {
                 line(&mut o, format!("in {file}, set on {service}:"));
                 for (k, v) in env {
@@ -152,7 +172,7 @@ pub fn plan_text(plan: &Plan, inv: &Inventory, sources: &Sources, offline: bool)
                         )
                     })
                     .collect();
-                line(&mut o, format!("in {file}, under scrape_configs, add or replace: {}", names.join("; ")));
+                line(&mut o, format!("in {file}, under scrape_configs, add each job no job with its `id` label is there for (or replace a stale one of the same name): {}", names.join("; ")));
                 quote_block(&mut o, content);
             }
             Action::ComposeUp { .. } | Action::ComposeSignal { .. } | Action::Command { .. } => {}

@@ -70,6 +70,15 @@ fn signal(pid: u32, sig: &str) {
         .status();
 }
 
+/// Signals a supervisor's whole process group (it leads one: `start` makes it so), which
+/// holds the service's process too, even one spawned but not yet in the pid file.
+fn signal_group(leader: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .args(["-s", sig, "--", &format!("-{leader}")])
+        .stderr(Stdio::null())
+        .status();
+}
+
 fn container(project: &str, svc: &str) -> String {
     format!("{project}-{svc}-1")
 }
@@ -273,7 +282,7 @@ pub fn supervise(project_file: &Path, project_name: &str, svc: &str) -> i32 {
                         let _ = fs::write(dir.join("pid"), child.id().to_string());
                         let _ = fs::write(dir.join("started"), started.to_string());
                         let status = child.wait().ok();
-                        let _ = fs::remove_file(dir.join("pid"));
+                        remove_if_mine(&dir.join("pid"), child.id());
                         status.and_then(|s| s.code()).unwrap_or(137)
                     }
                 }
@@ -300,8 +309,16 @@ pub fn supervise(project_file: &Path, project_name: &str, svc: &str) -> i32 {
             100
         }));
     }
-    let _ = fs::remove_file(dir.join("supervisor.pid"));
+    remove_if_mine(&dir.join("supervisor.pid"), std::process::id());
     0
+}
+
+/// Removes a pid file only while it still names `pid`: a supervisor that ends late must not
+/// remove the file of the one that replaced it.
+fn remove_if_mine(file: &Path, pid: u32) {
+    if read_pid(file) == Some(pid) {
+        let _ = fs::remove_file(file);
+    }
 }
 
 fn log(dir: &Path, msg: &str) {
@@ -401,8 +418,10 @@ fn stop(project: &str, svc: &str) {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        // Still there: it may have spawned the process after the pid file was read (a restart
+        // under way); its group goes with it, so nothing it started outlives it.
         if alive(pid) {
-            signal(pid, "KILL");
+            signal_group(pid, "KILL");
         }
     }
     let _ = fs::remove_file(dir.join("pid"));

@@ -60,9 +60,7 @@ fn plan_files(lab: &Lab) -> (String, String, String) {
             {
                 compose = content.clone()
             }
-            wk_plan::Action::Template { dest, content, .. } if dest.ends_with("nginx.conf") => {
-                nginx_conf = content.clone()
-            }
+            wk_plan::Action::NginxConf { content, .. } => nginx_conf = content.clone(),
             wk_plan::Action::ComposeService { content, .. } => nginx_service = content.clone(),
             _ => {}
         }
