@@ -69,7 +69,7 @@ fn offline_dry_run_of_the_example_prints_the_whole_plan() {
         "in ~/wukongim/docker-compose.yml, set on the service running image …/wukongim:"
             .to_string(),
         format!("WK_EXTERNAL_TCPADDR={}", seed("WK_EXTERNAL_TCPADDR")),
-        "add or replace service `nginx`".to_string(),
+        "add service `nginx` (one already there stays as it is)".to_string(),
         format!("targets: ['{node2_host}:5300']"),
         "$ cd ~/wukongim && sudo -n $COMPOSE up -d $WK_SERVICE".to_string(),
         "将加入 → 加入中 → 已加入".to_string(),

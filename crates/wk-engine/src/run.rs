@@ -188,9 +188,15 @@ fn edit_file(a: &Action, old: Option<&str>) -> Result<String, String> {
             edit::set_env(old, &sel, env).map_err(|e| e.to_string())
         }
         Action::ComposeService {
-            service, content, ..
+            service,
+            content,
+            if_missing,
+            ..
         } => {
             let old = old.ok_or("the compose file is missing")?;
+            if *if_missing && edit::find_service(old, &Selector::Name(service.clone())).is_ok() {
+                return Ok(old.to_string());
+            }
             edit::set_service(old, service, content).map_err(|e| e.to_string())
         }
         Action::PrometheusJob { content, .. } => {

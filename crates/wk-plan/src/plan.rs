@@ -151,6 +151,8 @@ pub enum Action {
         file: String,
         service: String,
         content: String,
+        /// Only add it: a service of that name already there stays as it is.
+        if_missing: bool,
     },
     PrometheusJob {
         file: String,
@@ -780,6 +782,7 @@ impl Builder<'_> {
                     file: render(&s.file)?,
                     service: render(&s.service)?,
                     content,
+                    if_missing: s.if_missing,
                 }
             }
             ActionSpec::PrometheusJob(p) => {

@@ -188,6 +188,9 @@ pub struct ComposeServiceSpec {
     pub file: String,
     pub service: String,
     pub src: String,
+    /// Leave a service of that name alone when the file has one (an operator's own).
+    #[serde(default)]
+    pub if_missing: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

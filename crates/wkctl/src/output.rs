@@ -153,8 +153,14 @@ pub fn plan_text(plan: &Plan, inv: &Inventory, sources: &Sources, offline: bool)
                 file,
                 service,
                 content,
+                if_missing,
             } => {
-                line(&mut o, format!("in {file}, add or replace service `{service}`:"));
+                let what = if *if_missing {
+                    "add service `{service}` (one already there stays as it is)"
+                } else {
+                    "add or replace service `{service}`"
+                };
+                line(&mut o, format!("in {file}, {}:", what.replace("{service}", service)));
                 quote_block(&mut o, content);
             }
             Action::PrometheusJob { file, jobs, content } => {
