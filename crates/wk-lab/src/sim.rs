@@ -428,6 +428,22 @@ impl Node {
                 .collect();
             cfg.slots = plan_slots(&joined, &cfg.slots, now, self.s.migrate);
         }
+        // A slot whose leader went offline elects another among its replicas when a majority
+        // of them is online (three replicas: one node may be lost; two nodes survive none).
+        for s in cfg.slots.iter_mut() {
+            if s.migrate_to == 0 && !self.is_online(s.leader) {
+                let online: Vec<u64> = s
+                    .replicas
+                    .iter()
+                    .copied()
+                    .filter(|r| self.is_online(*r))
+                    .collect();
+                if online.len() * 2 > s.replicas.len() {
+                    s.leader = online[0];
+                    changed = true;
+                }
+            }
+        }
         for s in cfg.slots.iter_mut() {
             if s.migrate_to != 0 && now >= s.migrate_until && self.is_online(s.migrate_to) {
                 s.leader = s.migrate_to;
