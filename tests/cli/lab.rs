@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use wk_lab::deploy::SingleNode;
 use wk_lab::Lab;
 
+mod grow;
+
 fn lab() -> Option<Lab> {
     let lab = wk_lab::deploy::test_lab().unwrap_or_else(|e| panic!("{e}"));
     if lab.is_none() {
