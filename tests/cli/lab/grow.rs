@@ -88,7 +88,7 @@ fn sha(lab: &Lab, host: &str, file: &str) -> String {
 #[test]
 fn a_grown_cluster_grows_again() {
     let Some(lab) = lab_with(15) else { return };
-    let _turn = HostsTurn::take();
+    let _turn = hosts_turn();
     for h in HOSTS {
         reset(&lab, h);
     }
@@ -256,7 +256,7 @@ fn a_grown_cluster_grows_again() {
 #[test]
 fn a_hand_made_cluster_and_a_gateway_host() {
     let Some(lab) = lab_with(15) else { return };
-    let _turn = HostsTurn::take();
+    let _turn = hosts_turn();
     for h in HOSTS {
         reset(&lab, h);
     }
@@ -428,12 +428,8 @@ fn a_hand_made_cluster_and_a_gateway_host() {
 }
 
 /// The two tests share hosts node12..node15: each holds this lock while it uses them.
-struct HostsTurn(std::sync::MutexGuard<'static, ()>);
-
 static HOSTS_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-impl HostsTurn {
-    fn take() -> HostsTurn {
-        HostsTurn(HOSTS_LOCK.lock().unwrap_or_else(|e| e.into_inner()))
-    }
+fn hosts_turn() -> std::sync::MutexGuard<'static, ()> {
+    HOSTS_LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
