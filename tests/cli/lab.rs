@@ -978,6 +978,11 @@ fn bad_input_changes_nothing_on_any_host() {
         Case { name: "node1's compose malformed", inventory: good.clone(), setup: Some(("node10", "cp -p ~/wukongim/docker-compose.yml ~/compose.good && printf 'services: [\\n' > ~/wukongim/docker-compose.yml")), cleanup: Some(("node10", "mv ~/compose.good ~/wukongim/docker-compose.yml")), env: None, code: 3, says: vec!["service", "does not parse"] },
         Case { name: "node1's compose without WuKongIM", inventory: good.clone(), setup: Some(("node10", "cp -p ~/wukongim/docker-compose.yml ~/compose.good && printf 'services:\\n  web:\\n    image: nginx\\n' > ~/wukongim/docker-compose.yml")), cleanup: Some(("node10", "mv ~/compose.good ~/wukongim/docker-compose.yml")), env: None, code: 3, says: vec!["no service runs an image …/wukongim"] },
         Case { name: "lock held by another run", inventory: good.clone(), setup: Some(("node10", "printf 'owner=ops@other run=20260101T000000Z-beef time=0\\n' > ~/wukongim/.wkctl.lock")), cleanup: Some(("node10", "rm -f ~/wukongim/.wkctl.lock")), env: None, code: 4, says: vec!["locked by another run", "owner=ops@other", "--force-unlock"] },
+        Case { name: "no compose command on the new node", inventory: good.clone(), setup: Some(("node11", "mkdir -p ~/.config/wk-compose && touch ~/.config/wk-compose/not-installed")), cleanup: Some(("node11", "rm -f ~/.config/wk-compose/not-installed")), env: None, code: 3, says: vec!["node2", "compose", "install Docker Compose"] },
+        // An nginx.conf the operator made for something else: no WuKongIM upstream to add to.
+        Case { name: "nginx.conf customised beyond editing", inventory: good.clone(), setup: Some(("node10", "printf 'events {}\\nhttp {\\n    server { listen 8080; location / { return 200; } }\\n}\\n' > ~/wukongim/nginx.conf")), cleanup: Some(("node10", "rm -f ~/wukongim/nginx.conf")), env: None, code: 3, says: vec!["edits", "nginx-conf@node1", "no `upstream wukongimapi` block"] },
+        Case { name: "nginx.conf with an upstream that includes its servers", inventory: good.clone(), setup: Some(("node10", "printf 'events {}\\nhttp {\\n    upstream wukongimapi {\\n        include members.conf;\\n    }\\n}\\n' > ~/wukongim/nginx.conf")), cleanup: Some(("node10", "rm -f ~/wukongim/nginx.conf")), env: None, code: 3, says: vec!["edits", "includes members.conf"] },
+        Case { name: "prometheus.yml with flow-style scrape_configs", inventory: good.clone(), setup: Some(("node10", "cp -p ~/wukongim/prometheus.yml ~/prom.good && printf 'scrape_configs: [{job_name: x, static_configs: [{targets: [\\\"a:1\\\"]}]}]\\n' > ~/wukongim/prometheus.yml")), cleanup: Some(("node10", "mv ~/prom.good ~/wukongim/prometheus.yml")), env: None, code: 3, says: vec!["edits", "prometheus-jobs@node1", "flow style"] },
         // node1 first booted with a wrong WK_CLUSTER_SERVERADDR: WuKongIM keeps it (FACTS, #274).
         Case {
             name: "node1's cluster address fixed wrong at first boot",
@@ -1037,7 +1042,7 @@ fn bad_input_changes_nothing_on_any_host() {
         );
         seen += 1;
     }
-    assert_eq!(seen, 12);
+    assert_eq!(seen, 16);
 
     // A journal cut in the middle: resume and rollback say where, and change nothing.
     std::fs::write(dir.join("cluster.yml"), &good).unwrap();

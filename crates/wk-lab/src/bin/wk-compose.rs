@@ -8,6 +8,19 @@ fn main() -> std::process::ExitCode {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let rest = &argv[1..];
+    // A host without Docker Compose, for tests: `~/.config/wk-compose/not-installed` makes the
+    // stand-in answer as a shell does for a command it cannot find.
+    let absent = std::env::var_os("HOME")
+        .map(|h| {
+            std::path::Path::new(&h)
+                .join(".config/wk-compose/not-installed")
+                .exists()
+        })
+        .unwrap_or(false);
+    if absent && rest.first().map(String::as_str) != Some("__supervise") {
+        eprintln!("sh: 1: {me}: not found");
+        return std::process::ExitCode::from(127);
+    }
     let code = if rest.first().map(String::as_str) == Some("__supervise") && rest.len() == 4 {
         wk_lab::compose::supervise(std::path::Path::new(&rest[1]), &rest[2], &rest[3])
     } else if me == "docker" {
