@@ -382,6 +382,10 @@ bad_inventory! {
     node_name_bad: "9:11", "node name `2node` is not usable";
     prometheus_url_bad: "5:19", "gateway.prometheus_url `prometheus:9090` is not an http(s) URL";
     image_bad: "2:8", "image `wukongim v2` is not an image reference";
+    gateway_host_with_id: "8:9", "node `gw` has `role: gateway` and an `id`";
+    role_unknown: "7:11", "node `node1`: role `monitor` is not one wkctl knows";
+    id_missing: "9:11", "node `node2` has no `id`";
+    seed_is_gateway_host: "5:7", "seed `gw` is the gateway host, which runs no WuKongIM";
 }
 
 #[test]

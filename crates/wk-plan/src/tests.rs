@@ -388,3 +388,53 @@ fn yaml_quote_escapes() {
             .unwrap();
     assert_eq!(parsed, ["x=\"y\"\n\\z"]);
 }
+
+#[test]
+fn a_gateway_host_runs_no_wukongim() {
+    let text = "cluster: gw\ngateway:\n  node: gw\n  external_address: 10.30.0.1\nnodes:\n  - name: gw\n    role: gateway\n    internal_address: 10.30.0.1\n  - name: n1\n    id: 1001\n    internal_address: 10.30.0.11\n  - name: n2\n    id: 1002\n    internal_address: 10.30.0.12\n";
+    let inv = Inventory::parse("cluster.yml", text).unwrap();
+    assert_eq!(
+        inv.seed, "n1",
+        "the first WuKongIM node is the default seed"
+    );
+    assert!(inv.check_additions(&["gw".into()]).is_err());
+    let req = PlanRequest {
+        add: vec!["n2".into()],
+        members: Some(vec!["n1".into()]),
+        ..PlanRequest::default()
+    };
+    let plan = build(&inv, text, &Sources::embedded(), &req).unwrap();
+    let on = |id: &str| -> Vec<String> {
+        plan.steps
+            .iter()
+            .filter(|s| s.id.starts_with(&format!("{id}@")))
+            .map(|s| s.host.clone())
+            .collect()
+    };
+    assert_eq!(
+        on("member-env"),
+        ["n1"],
+        "only WuKongIM members get addresses"
+    );
+    assert_eq!(on("member-up"), ["n1"]);
+    assert_eq!(on("nginx-conf"), ["gw"]);
+    assert_eq!(on("prometheus-jobs"), ["gw"]);
+    assert_eq!(on("preflight"), ["gw", "n1", "n2"]);
+    let after: Vec<&str> = plan.members_after.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(after, ["n1", "n2"]);
+    let (upstreams, jobs) = plan
+        .steps
+        .iter()
+        .fold((None, None), |acc, s| match &s.action {
+            Action::NginxConf { upstreams, .. } => (Some(upstreams.clone()), acc.1),
+            Action::PrometheusJob { jobs, .. } => (acc.0, Some(jobs.clone())),
+            _ => acc,
+        });
+    let upstreams = upstreams.unwrap();
+    assert_eq!(upstreams.len(), 5);
+    assert!(upstreams
+        .iter()
+        .all(|(_, s)| s.len() == 2 && !s.iter().any(|a| a.starts_with("10.30.0.1:"))));
+    let ids: Vec<Option<String>> = jobs.unwrap().into_iter().map(|j| j.id_label).collect();
+    assert_eq!(ids, [Some("1001".to_string()), Some("1002".to_string())]);
+}
