@@ -994,16 +994,20 @@ fn bad_input_changes_nothing_on_any_host() {
             says: vec!["cluster-addr", "fixed the cluster address"],
         },
     ];
+    // Both hosts' files and processes, compared before and after each case.
+    let both = || -> Vec<_> {
+        ["node10", "node11"]
+            .iter()
+            .map(|h| snapshot(&lab, h))
+            .collect()
+    };
     let mut seen = 0;
     for c in cases {
         std::fs::write(dir.join("cluster.yml"), &c.inventory).unwrap();
         if let Some((h, cmd)) = c.setup {
             lab.sh(h, cmd).unwrap();
         }
-        let before: Vec<_> = ["node10", "node11"]
-            .iter()
-            .map(|h| snapshot(&lab, h))
-            .collect();
+        let before = both();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_wkctl"));
         cmd.args(["expand", "--add", "node2"])
             .current_dir(&dir)
@@ -1013,10 +1017,7 @@ fn bad_input_changes_nothing_on_any_host() {
         }
         let out = cmd.output().unwrap();
         let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-        let after: Vec<_> = ["node10", "node11"]
-            .iter()
-            .map(|h| snapshot(&lab, h))
-            .collect();
+        let after = both();
         if let Some((h, cmd)) = c.cleanup {
             lab.sh(h, cmd).unwrap();
         }
@@ -1054,10 +1055,7 @@ fn bad_input_changes_nothing_on_any_host() {
     )
     .unwrap();
     std::fs::write(run.join("journal.jsonl"), "{\"type\":\"run_started\",\"seq\":1}\n{\"type\":\"step_sta\n{\"type\":\"run_stopped\",\"seq\":3}\n").unwrap();
-    let before: Vec<_> = ["node10", "node11"]
-        .iter()
-        .map(|h| snapshot(&lab, h))
-        .collect();
+    let before = both();
     for sub in ["resume", "rollback"] {
         let out = wkctl(&dir, &[sub, "20260101T000000Z-dead"]);
         let err = text(&out.stderr);
@@ -1065,9 +1063,6 @@ fn bad_input_changes_nothing_on_any_host() {
         assert!(err.contains("journal.jsonl: line 2"), "{sub}: {err}");
     }
     assert!(text(&wkctl(&dir, &["runs"]).stdout).contains("unreadable journal"));
-    let after: Vec<_> = ["node10", "node11"]
-        .iter()
-        .map(|h| snapshot(&lab, h))
-        .collect();
+    let after = both();
     assert_eq!(before, after);
 }

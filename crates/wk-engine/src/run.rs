@@ -127,11 +127,53 @@ pub struct Engine<R: Remote> {
     reporter: Arc<dyn Reporter>,
 }
 
-/// What a candidate seed answered: its compose file (for the API token), health and members.
-struct SeedProbe {
-    node: Node,
-    health: Result<Health, String>,
-    members: Result<Vec<wk_cluster::NodeInfo>, String>,
+/// What a member answered: its compose file (read once: the API token is in it, and the facts
+/// use it too), the token, its health and the cluster's members.
+pub(crate) struct Probe {
+    pub node: Node,
+    pub compose_text: Option<String>,
+    pub token: Option<String>,
+    pub health: Result<Health, String>,
+    pub members: Result<Vec<wk_cluster::NodeInfo>, String>,
+}
+
+/// Asks a member (through its SSH connection, `None` when there is none) for its health and the
+/// cluster's members, with the `token` header when its compose file sets WK_MANAGERTOKEN.
+pub(crate) async fn probe<R: Remote>(r: Option<&R>, node: &Node) -> Probe {
+    let fail = |compose_text: Option<String>, token: Option<String>, e: String| Probe {
+        node: node.clone(),
+        compose_text,
+        token,
+        health: Err(e.clone()),
+        members: Err(e),
+    };
+    let Some(r) = r else {
+        return fail(None, None, format!("{}: not connected", node.name));
+    };
+    let compose_text = r
+        .read_file(&compose_path(node))
+        .await
+        .ok()
+        .flatten()
+        .map(|f| String::from_utf8_lossy(&f.content).into_owned());
+    let token = compose_text.as_deref().and_then(|t| {
+        wukongim_env(t)
+            .into_iter()
+            .find(|(k, _)| k == "WK_MANAGERTOKEN")
+            .map(|(_, v)| v)
+    });
+    let tunnel = match r.tunnel(&node.internal_address, PORT_API).await {
+        Ok(t) => t,
+        Err(e) => return fail(compose_text, token, e.to_string()),
+    };
+    let api = Api::new(&node.name, tunnel.local, token.clone());
+    Probe {
+        node: node.clone(),
+        compose_text,
+        token,
+        health: api.health().await.map_err(|e| e.to_string()),
+        members: api.simple_nodes().await.map_err(|e| e.to_string()),
+    }
 }
 
 fn step_err(step: &Step, message: impl std::fmt::Display) -> EngineError {
@@ -207,6 +249,25 @@ fn edit_file(a: &Action, old: Option<&str>) -> Result<String, String> {
     }
 }
 
+/// A node's docker-compose.yml.
+fn compose_path(node: &Node) -> String {
+    format!(
+        "{}/docker-compose.yml",
+        node.install_dir.trim_end_matches('/')
+    )
+}
+
+/// The environment of the service running the WuKongIM image (found by image), in file order.
+fn wukongim_env(compose: &str) -> Vec<(String, String)> {
+    match (
+        edit::find_service(compose, &Selector::ImageName("wukongim".into())),
+        wk_compose::value::parse(compose),
+    ) {
+        (Ok(s), Ok(doc)) => edit::service_env(&doc, &s),
+        _ => Vec::new(),
+    }
+}
+
 /// The lines `compose ps` prints for a service, and whether it runs.
 fn running(ps: &str, service: &str) -> bool {
     ps.lines().any(|l| {
@@ -238,49 +299,6 @@ impl<R: Remote + 'static> Engine<R> {
     pub fn with_unreachable(mut self, unreachable: BTreeMap<String, String>) -> Self {
         self.unreachable = unreachable;
         self
-    }
-
-    /// Asks a member for its health and the cluster's members (with the `token` header when
-    /// its compose file sets WK_MANAGERTOKEN).
-    async fn probe_seed(&self, node: &Node) -> SeedProbe {
-        let fail = |e: String| SeedProbe {
-            node: node.clone(),
-            health: Err(e.clone()),
-            members: Err(e),
-        };
-        let Ok(r) = self.remote(&node.name) else {
-            return fail(format!("{}: not connected", node.name));
-        };
-        let compose_file = format!(
-            "{}/docker-compose.yml",
-            node.install_dir.trim_end_matches('/')
-        );
-        let token = match r.read_file(&compose_file).await {
-            Ok(Some(f)) => {
-                let text = String::from_utf8_lossy(&f.content).into_owned();
-                match (
-                    edit::find_service(&text, &Selector::ImageName("wukongim".into())),
-                    wk_compose::value::parse(&text),
-                ) {
-                    (Ok(s), Ok(doc)) => edit::service_env(&doc, &s)
-                        .into_iter()
-                        .find(|(k, _)| k == "WK_MANAGERTOKEN")
-                        .map(|(_, v)| v),
-                    _ => None,
-                }
-            }
-            _ => None,
-        };
-        let tunnel = match r.tunnel(&node.internal_address, PORT_API).await {
-            Ok(t) => t,
-            Err(e) => return fail(e.to_string()),
-        };
-        let api = Api::new(&node.name, tunnel.local, token);
-        SeedProbe {
-            node: node.clone(),
-            health: api.health().await.map_err(|e| e.to_string()),
-            members: api.simple_nodes().await.map_err(|e| e.to_string()),
-        }
     }
 
     fn say(&self, e: Event) {
@@ -317,6 +335,7 @@ impl<R: Remote + 'static> Engine<R> {
         node: &Node,
         reach: Vec<(String, u16)>,
         gateway: bool,
+        known_compose: Option<String>,
     ) -> Result<HostState, EngineError> {
         let r = self.remote(&node.name)?;
         let dir = &node.install_dir;
@@ -367,12 +386,14 @@ impl<R: Remote + 'static> Engine<R> {
                 st.lock = Some(v.trim().to_string());
             }
         }
-        let compose_file = format!("{}/docker-compose.yml", dir.trim_end_matches('/'));
-        st.compose_text = r
-            .read_file(&compose_file)
-            .await
-            .map_err(host_err)?
-            .map(|f| String::from_utf8_lossy(&f.content).into_owned());
+        st.compose_text = match known_compose {
+            Some(t) => Some(t),
+            None => r
+                .read_file(&compose_path(node))
+                .await
+                .map_err(host_err)?
+                .map(|f| String::from_utf8_lossy(&f.content).into_owned()),
+        };
         if gateway {
             let p = wk_plan::plan::join_path(dir, &self.inv.gateway.prometheus_file);
             st.prometheus_text = r
@@ -398,10 +419,16 @@ impl<R: Remote + 'static> Engine<R> {
             .collect();
 
         // Hosts that must be reachable from the start: the gateway and the nodes to add.
-        let mut down: Vec<String> = std::iter::once(&gateway)
+        let down: Vec<String> = std::iter::once(&gateway)
             .chain(added.iter())
             .filter_map(|n| self.unreachable.get(&n.name).cloned())
             .collect();
+        if !down.is_empty() {
+            return Err(EngineError::Host(format!(
+                "{}\n  nothing was changed",
+                down.join("\n")
+            )));
+        }
 
         // The member new nodes join through: the inventory's seed (when resuming, the one the
         // run chose), else the first other member that answers, so a stopped seed does not
@@ -418,15 +445,18 @@ impl<R: Remote + 'static> Engine<R> {
                 .filter(|n| n.name != preferred && !added.iter().any(|a| a.name == n.name))
                 .cloned(),
         );
-        let mut chosen: Option<SeedProbe> = None;
-        let mut preferred_probe: Option<SeedProbe> = None;
-        let mut passed_over: Vec<String> = Vec::new();
+        let mut chosen: Option<Probe> = None;
+        let mut preferred_probe: Option<Probe> = None;
+        // Why the inventory's seed was passed over, if it was.
+        let mut seed_why: Option<String> = None;
         for c in &candidates {
             if let Some(why) = self.unreachable.get(&c.name) {
-                passed_over.push(format!("{}: {why}", c.name));
+                if c.name == inv.seed {
+                    seed_why = Some(why.clone());
+                }
                 continue;
             }
-            let p = self.probe_seed(c).await;
+            let p = probe(self.hosts.get(&c.name).map(|r| r.as_ref()), c).await;
             // A member: healthy, in its own member list, and (when not the inventory's seed)
             // in the same cluster as the inventory's seed.
             let usable = matches!(p.health, Ok(Health::Ok))
@@ -438,31 +468,26 @@ impl<R: Remote + 'static> Engine<R> {
                 chosen = Some(p);
                 break;
             }
-            passed_over.push(format!(
-                "{}: {}",
-                c.name,
-                match (&p.health, &p.members) {
+            if c.name == inv.seed {
+                seed_why = Some(match (&p.health, &p.members) {
                     (Ok(Health::Ok), Ok(_)) => "not a member of the seed's cluster".to_string(),
                     (Ok(Health::Ok), Err(e)) => format!("its member list: {e}"),
                     (Ok(Health::Error(m)), _) => format!("/health: {m}"),
                     (Err(e), _) => e.clone(),
-                }
-            ));
+                });
+            }
             if c.name == preferred {
                 preferred_probe = Some(p);
             }
         }
         // When no member answers, preflight reports what the preferred seed said.
         let Some(probe) = chosen.or(preferred_probe) else {
-            down.push(
+            return Err(EngineError::Host(format!(
+                "{}\n  nothing was changed",
                 self.unreachable
                     .get(&preferred)
                     .cloned()
-                    .unwrap_or_else(|| format!("{preferred}: no member of the cluster answers")),
-            );
-            return Err(EngineError::Host(format!(
-                "{}\n  nothing was changed",
-                down.join("\n")
+                    .unwrap_or_else(|| format!("{preferred}: no member of the cluster answers"))
             )));
         };
         let seed = probe.node.clone();
@@ -471,20 +496,10 @@ impl<R: Remote + 'static> Engine<R> {
                 message: format!(
                     "the seed {} does not answer ({}); the new nodes join through {}, the first member that does",
                     inv.seed,
-                    passed_over
-                        .iter()
-                        .find(|p| p.starts_with(&format!("{}:", inv.seed)))
-                        .map(|p| p.split_once(": ").map(|x| x.1).unwrap_or(p))
-                        .unwrap_or("not reachable"),
+                    seed_why.as_deref().unwrap_or("not reachable"),
                     seed.name
                 ),
             });
-        }
-        if !down.is_empty() {
-            return Err(EngineError::Host(format!(
-                "{}\n  nothing was changed",
-                down.join("\n")
-            )));
         }
 
         // Facts, from every host at once.
@@ -504,7 +519,11 @@ impl<R: Remote + 'static> Engine<R> {
                     reach.push((a.internal_address.clone(), PORT_API));
                 }
             }
-            jobs.push(self.facts(n, reach, n.name == gateway.name));
+            // The seed's compose file was read by its probe already.
+            let known = (n.name == seed.name)
+                .then(|| probe.compose_text.clone())
+                .flatten();
+            jobs.push(self.facts(n, reach, n.name == gateway.name, known));
         }
         let mut states = BTreeMap::new();
         for (n, st) in wanted.iter().zip(futures_all(jobs).await) {
@@ -530,10 +549,7 @@ impl<R: Remote + 'static> Engine<R> {
         let seed_compose = states[&seed.name].compose_text.clone().unwrap_or_default();
         let seed_service =
             edit::find_service(&seed_compose, &Selector::ImageName("wukongim".into()));
-        let seed_env = match (&seed_service, wk_compose::value::parse(&seed_compose)) {
-            (Ok(s), Ok(doc)) => edit::service_env(&doc, s),
-            _ => Vec::new(),
-        };
+        let seed_env = wukongim_env(&seed_compose);
         let env_of = |k: &str| {
             seed_env
                 .iter()
@@ -643,7 +659,7 @@ impl<R: Remote + 'static> Engine<R> {
         let more = futures_all(
             others
                 .iter()
-                .map(|n| self.facts(n, Vec::new(), false))
+                .map(|n| self.facts(n, Vec::new(), false, None))
                 .collect(),
         )
         .await;
@@ -886,7 +902,18 @@ impl<R: Remote + 'static> Engine<R> {
                 .map_err(|e| EngineError::Input(e.to_string()))?;
             // Every file edit of the plan, tried on the files as they are now: a file an
             // operator wrote in a way wkctl cannot edit safely stops the run before it starts.
-            checks.extend(self.try_edits(&p).await);
+            // The files the facts read already (compose files, prometheus.yml) are not read again.
+            let mut known = BTreeMap::new();
+            for (name, st) in &states {
+                let Some(n) = inv.node(name) else { continue };
+                known.insert((name.clone(), compose_path(n)), st.compose_text.clone());
+                if name == &gateway.name {
+                    let prom =
+                        wk_plan::plan::join_path(&n.install_dir, &inv.gateway.prometheus_file);
+                    known.insert((name.clone(), prom), st.prometheus_text.clone());
+                }
+            }
+            checks.extend(self.try_edits(&p, known).await);
             plan = Some(p);
         }
         let mut failed = 0;
@@ -1303,8 +1330,11 @@ impl<R: Remote + 'static> Engine<R> {
 
     /// Every file edit of the plan, in plan order, on the files as the hosts hold them now
     /// (nothing is written). A check per host: all apply, or which cannot and why.
-    async fn try_edits(&self, plan: &Plan) -> Vec<(String, String, bool, String, Option<String>)> {
-        let mut files: BTreeMap<(String, String), Option<String>> = BTreeMap::new();
+    async fn try_edits(
+        &self,
+        plan: &Plan,
+        mut files: BTreeMap<(String, String), Option<String>>,
+    ) -> Vec<(String, String, bool, String, Option<String>)> {
         let mut tried: BTreeMap<String, (usize, Vec<String>)> = BTreeMap::new();
         for step in &plan.steps {
             let Some((path, _)) = file_target(&step.action) else {
@@ -1312,7 +1342,9 @@ impl<R: Remote + 'static> Engine<R> {
             };
             let key = (step.host.clone(), path.clone());
             let entry = tried.entry(step.host.clone()).or_default();
-            if !files.contains_key(&key) {
+            // A whole-file template does not look at what is there.
+            let reads = !matches!(step.action, Action::Template { .. });
+            if reads && !files.contains_key(&key) {
                 let text = match self.remote(&step.host) {
                     Ok(r) => match r.read_file(&path).await {
                         Ok(f) => f.map(|f| String::from_utf8_lossy(&f.content).into_owned()),
@@ -1330,7 +1362,7 @@ impl<R: Remote + 'static> Engine<R> {
                 };
                 files.insert(key.clone(), text);
             }
-            let old = files[&key].clone();
+            let old = files.get(&key).cloned().flatten();
             entry.0 += 1;
             match edit_file(&step.action, old.as_deref()) {
                 Ok(new) => {
@@ -1349,6 +1381,21 @@ impl<R: Remote + 'static> Engine<R> {
                 }
             })
             .collect()
+    }
+
+    /// A dry run's answer for a step that would run `command`: the command is shown.
+    fn would(
+        &self,
+        step: &Step,
+        command: &wk_plan::plan::Command,
+        note: impl Into<String>,
+    ) -> Done {
+        self.say(Event::StepCommand {
+            id: step.id.clone(),
+            host: step.host.clone(),
+            command: command.run.clone(),
+        });
+        Done::Changed(note.into())
     }
 
     /// Observe a file, compute what it should be, and (unless dry) journal and write it.
@@ -1555,12 +1602,7 @@ impl<R: Remote + 'static> Engine<R> {
                     return Ok(Done::Ok(format!("{path} exists")));
                 }
                 if ctx.dry {
-                    self.say(Event::StepCommand {
-                        id: step.id.clone(),
-                        host: step.host.clone(),
-                        command: command.run.clone(),
-                    });
-                    return Ok(Done::Changed(format!("would create {path}")));
+                    return Ok(self.would(step, command, format!("would create {path}")));
                 }
                 ctx.log(json!({"type": "before_image", "step": step.id, "host": step.host, "path": path, "existed": false, "dir": true}))
                     .await
@@ -1620,12 +1662,7 @@ impl<R: Remote + 'static> Engine<R> {
                     ));
                 }
                 if ctx.dry {
-                    self.say(Event::StepCommand {
-                        id: step.id.clone(),
-                        host: step.host.clone(),
-                        command: command.run.clone(),
-                    });
-                    return Ok(Done::Changed("would (re)start".into()));
+                    return Ok(self.would(step, command, "would (re)start"));
                 }
                 let reload = nginx && conf_changed && all_running && !changed;
                 if nginx && conf_changed && running(&ps, "nginx") {
@@ -1747,12 +1784,7 @@ impl<R: Remote + 'static> Engine<R> {
                     )));
                 }
                 if ctx.dry {
-                    self.say(Event::StepCommand {
-                        id: step.id.clone(),
-                        host: step.host.clone(),
-                        command: command.run.clone(),
-                    });
-                    return Ok(Done::Changed("would signal".into()));
+                    return Ok(self.would(step, command, "would signal"));
                 }
                 self.exec(step, &r, command).await?;
                 Ok(Done::Changed(format!("{name} reloaded its configuration")))
@@ -1803,12 +1835,7 @@ impl<R: Remote + 'static> Engine<R> {
             }
             Action::Command { command, .. } => {
                 if ctx.dry {
-                    self.say(Event::StepCommand {
-                        id: step.id.clone(),
-                        host: step.host.clone(),
-                        command: command.run.clone(),
-                    });
-                    return Ok(Done::Changed("would run".into()));
+                    return Ok(self.would(step, command, "would run"));
                 }
                 self.exec(step, &r, command).await?;
                 Ok(Done::Changed("ran".into()))
@@ -1837,7 +1864,7 @@ impl<R: Remote + 'static> Engine<R> {
             .map(|a| a.name.as_str())
             .collect();
         // A member whose API cannot be reached counts only while the cluster sees it online.
-        let mut unreachable: Vec<(String, u64, String)> = Vec::new();
+        let mut unreachable: Vec<u64> = Vec::new();
         for m in plan
             .members_after
             .iter()
@@ -1853,7 +1880,7 @@ impl<R: Remote + 'static> Engine<R> {
                     ));
                     tunnels.push(t);
                 }
-                Err(e) => unreachable.push((m.name.clone(), m.id as u64, e.to_string())),
+                Err(_) => unreachable.push(m.id as u64),
             }
         }
         let node = plan
@@ -1870,7 +1897,7 @@ impl<R: Remote + 'static> Engine<R> {
             let mut all = true;
             let mut status_seen = 0u8;
             let mut answered = 0;
-            let mut silent: Vec<u64> = unreachable.iter().map(|u| u.1).collect();
+            let mut silent: Vec<u64> = unreachable.clone();
             let mut offline: BTreeSet<u64> = BTreeSet::new();
             for (_, id, api) in &apis {
                 match api.simple_nodes().await {

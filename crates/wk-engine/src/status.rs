@@ -61,22 +61,16 @@ pub async fn status<R: Remote + 'static>(
     )
     .await
     .unwrap_or_default();
-    // The cluster's members as the seed tells them, or (the seed down) the first node that can.
+    // The cluster's members as the seed tells them, or (the seed down) the first node that can,
+    // asked as the expansion asks them (with the `token` header WK_MANAGERTOKEN calls for).
     let mut members = Err(format!("{}: not connected", seed.name));
+    let mut token = None;
     for n in std::iter::once(seed).chain(inv.wukongim_nodes().filter(|n| n.name != seed.name)) {
-        let answer = match hosts.get(&n.name) {
-            Some(r) => match r.tunnel(&n.internal_address, PORT_API).await {
-                Ok(t) => Api::new(&n.name, t.local, None)
-                    .simple_nodes()
-                    .await
-                    .map_err(|e| format!("{}: {e}", n.name)),
-                Err(e) => Err(e.to_string()),
-            },
-            None => Err(format!("{}: not connected", n.name)),
-        };
-        let ok = answer.is_ok();
+        let p = crate::run::probe(hosts.get(&n.name).map(|r| r.as_ref()), n).await;
+        let ok = p.members.is_ok();
         if ok || n.name == seed.name {
-            members = answer;
+            members = p.members.map_err(|e| format!("{}: {e}", n.name));
+            token = p.token;
         }
         if ok {
             break;
@@ -117,7 +111,7 @@ pub async fn status<R: Remote + 'static>(
                 "unknown".into()
             }
             (Some(_), Some(r)) => match r.tunnel(&n.internal_address, PORT_API).await {
-                Ok(t) => match Api::new(&n.name, t.local, None).health().await {
+                Ok(t) => match Api::new(&n.name, t.local, token.clone()).health().await {
                     Ok(Health::Ok) => "ok".into(),
                     Ok(Health::Error(m)) => {
                         problems.push(format!("/health: {m}"));
