@@ -273,14 +273,14 @@ pub trait Remote: Send + Sync {
     }
 
     /// Writes a file atomically: a temp file in the same directory, fsync, rename, fsync of the
-    /// directory. `mode` `None` keeps the mode of the file it replaces (0644 for a new one).
+    /// directory; an upload cut short leaves the file as it was. `mode` `None` keeps the mode of the file it replaces (0644 for a new one).
     fn write_file(
         &self,
         path: &str,
         content: &[u8],
         mode: Option<u32>,
     ) -> impl Future<Output = Result<(), RemoteError>> + Send {
-        let req = ExecRequest::new(shell::write_file(path, mode)).stdin(content.to_vec());
+        let req = ExecRequest::new(shell::write_file(path, mode, content.len())).stdin(content.to_vec());
         async move {
             let out = self.exec(req).await?;
             shell::check_file_op(self.name(), path, out)

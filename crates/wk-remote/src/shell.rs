@@ -67,8 +67,12 @@ pub fn parse_read_file(
 }
 
 /// Writes stdin to the file atomically: temp file in the same directory, fsync, rename, fsync
-/// of the directory. A reader sees the old file or the new one, never a part.
-pub fn write_file(p: &str, mode: Option<u32>) -> String {
+/// of the directory. A reader sees the old file or the new one, never a part. `len` is the
+/// number of bytes the caller sends: when the connection drops mid-upload, `cat` sees an early
+/// end of its input and exits 0, so the length is what tells a whole upload from a cut one (a
+/// cut one is removed, and the file stays as it was). The temp file also goes when the shell
+/// is ended by a signal.
+pub fn write_file(p: &str, mode: Option<u32>, len: usize) -> String {
     let chmod = match mode {
         Some(m) => format!("chmod {m:o} \"$t\""),
         None => {
@@ -77,7 +81,7 @@ pub fn write_file(p: &str, mode: Option<u32>) -> String {
         }
     };
     format!(
-        "set -e\np={}\nd=$(dirname -- \"$p\")\nt=$(mktemp \"$d/.wkctl-tmp.XXXXXX\")\ntrap 'rm -f -- \"$t\"' EXIT\ncat > \"$t\"\n{chmod}\nsync -- \"$t\"\nmv -f -- \"$t\" \"$p\"\ntrap - EXIT\nsync -- \"$d\" 2>/dev/null || true",
+        "set -e\np={}\nd=$(dirname -- \"$p\")\nt=$(mktemp \"$d/.wkctl-tmp.XXXXXX\")\ntrap 'rm -f -- \"$t\"' EXIT\ntrap 'exit 129' HUP INT TERM PIPE\ncat > \"$t\"\nn=$(wc -c < \"$t\")\n[ \"$n\" -eq {len} ] || {{ echo \"the upload was cut: $n of {len} bytes arrived; the file is unchanged\" >&2; exit 1; }}\n{chmod}\nsync -- \"$t\"\nmv -f -- \"$t\" \"$p\"\ntrap - EXIT\nsync -- \"$d\" 2>/dev/null || true",
         path(p)
     )
 }

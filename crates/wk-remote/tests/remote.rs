@@ -87,6 +87,43 @@ async fn local_files_round_trip_with_modes() {
     );
 }
 
+/// A connection that drops mid-upload ends `cat`'s input early, as if the file were shorter:
+/// the write must then fail and leave the file as it was, with no temp file behind.
+#[tokio::test]
+async fn an_upload_cut_short_changes_nothing() {
+    let r = LocalRemote::new("local", scratch("cut-upload")).unwrap();
+    r.mkdir_p("~/w", 0o755).await.unwrap();
+    r.write_file("~/w/f", b"the old content\n", None)
+        .await
+        .unwrap();
+    let whole = vec![b'n'; 100_000];
+    // The script expects 100 000 bytes; 40 000 arrive before the input ends.
+    let out = r
+        .exec(
+            ExecRequest::new(wk_remote::shell::write_file("~/w/f", None, whole.len()))
+                .stdin(whole[..40_000].to_vec()),
+        )
+        .await
+        .unwrap();
+    assert!(!out.success(), "a cut upload must fail");
+    assert!(
+        out.stderr_str()
+            .contains("the upload was cut: 40000 of 100000 bytes arrived"),
+        "{}",
+        out.stderr_str()
+    );
+    let f = r.read_file("~/w/f").await.unwrap().unwrap();
+    assert_eq!(f.content, b"the old content\n", "the file is as it was");
+    let names: Vec<_> = std::fs::read_dir(r.home().join("w"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 1, "no temp file left: {names:?}");
+    // The whole upload goes through.
+    r.write_file("~/w/f", &whole, None).await.unwrap();
+    assert_eq!(r.read_file("~/w/f").await.unwrap().unwrap().content, whole);
+}
+
 #[tokio::test]
 async fn local_exec_status_stderr_stdin_and_timeout() {
     let r = LocalRemote::new("local", scratch("local-exec")).unwrap();
