@@ -365,6 +365,7 @@ bad_inventory! {
     address_with_scheme: "4:21", "gateway.external_address `http://10.99.0.10` is not an address: it has a scheme";
     duplicate_internal_address: "11:23", "internal_address 10.99.0.11 is already node `node1`'s";
     ssh_port_out_of_range: "3:9", "ssh.port 70000 is out of range";
+    keepalive_zero: "3:19", "ssh.keepalive_secs 0 is out of range";
     lb_port_zero: "5:17", "gateway.ports.api 0 is out of range";
     lb_ports_collide: "5:10", "gateway.ports.tcp 15100 is also gateway.ports.api";
     gateway_unknown_node: "3:9", "gateway.node `node9` is not one of the nodes";

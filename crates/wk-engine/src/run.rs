@@ -2078,6 +2078,8 @@ pub async fn connect_all(
                 port: Some(j.port),
             })
             .collect();
+        o.keepalive = std::time::Duration::from_secs(n.ssh.keepalive_secs.into());
+        o.connect_timeout = std::time::Duration::from_secs(n.ssh.connect_timeout_secs.into());
         o.host_key_policy = match n.ssh.host_key_policy {
             P::Strict => HostKeyPolicy::Strict,
             P::AcceptNew => HostKeyPolicy::AcceptNew,

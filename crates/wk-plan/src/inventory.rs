@@ -78,6 +78,10 @@ struct RawSsh {
     host_key_policy: Option<Spanned<String>>,
     #[serde(default)]
     known_hosts: Option<Spanned<String>>,
+    #[serde(default)]
+    keepalive_secs: Option<Spanned<i64>>,
+    #[serde(default)]
+    connect_timeout_secs: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -196,6 +200,10 @@ pub struct SshTarget {
     pub sudo: SudoMode,
     pub host_key_policy: HostKeyPolicy,
     pub known_hosts: Option<String>,
+    /// Seconds between keepalives; a connection that misses three answers is dead.
+    pub keepalive_secs: u16,
+    /// Seconds a connection (TCP and the SSH handshake) may take.
+    pub connect_timeout_secs: u16,
 }
 
 /// The load balancer's published ports on the gateway.
@@ -917,6 +925,30 @@ impl Validator<'_> {
         };
         let known_hosts =
             pick(node, defaults, |s| s.known_hosts.as_ref()).map(|k| k.value.trim().to_string());
+        let mut secs = |v: Option<&Spanned<i64>>, what: &str, default: u16| match v {
+            None => default,
+            Some(p) => match u16::try_from(p.value) {
+                Ok(v) if (1..=3600).contains(&v) => v,
+                _ => {
+                    self.err(
+                        at(p),
+                        format!("ssh.{what} {} is out of range", p.value),
+                        "use a number of seconds between 1 and 3600",
+                    );
+                    default
+                }
+            },
+        };
+        let keepalive_secs = secs(
+            pick(node, defaults, |s| s.keepalive_secs.as_ref()),
+            "keepalive_secs",
+            15,
+        );
+        let connect_timeout_secs = secs(
+            pick(node, defaults, |s| s.connect_timeout_secs.as_ref()),
+            "connect_timeout_secs",
+            15,
+        );
         SshTarget {
             host,
             user,
@@ -926,6 +958,8 @@ impl Validator<'_> {
             sudo,
             host_key_policy,
             known_hosts,
+            keepalive_secs,
+            connect_timeout_secs,
         }
     }
 }

@@ -95,6 +95,8 @@ pub struct SshOptions {
     pub agent_socket: Option<PathBuf>,
     pub sudo: Sudo,
     pub connect_timeout: Duration,
+    /// Interval of keepalives; a connection that leaves three unanswered is closed as dead (a
+    /// cut link is noticed within about four intervals, not at TCP's timeout).
     pub keepalive: Duration,
 }
 
@@ -390,7 +392,7 @@ impl SshRemote {
             preferred,
             inactivity_timeout: None,
             keepalive_interval: Some(self.opts.keepalive),
-            keepalive_max: 4,
+            keepalive_max: 3,
             nodelay: true,
             ..client::Config::default()
         })
