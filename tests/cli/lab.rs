@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use wk_lab::deploy::SingleNode;
 use wk_lab::Lab;
 
+mod faults;
 mod grow;
 
 fn lab() -> Option<Lab> {

@@ -61,7 +61,13 @@ pub fn sha256_hex(b: &[u8]) -> String {
 
 impl Journal {
     /// Creates `<root>/<run-id>/` with the plan in it.
-    pub fn create(root: &Path, plan: &impl Serialize, command: &str) -> std::io::Result<Journal> {
+    /// `inputs` (an object) goes into the `run_started` line beside the command.
+    pub fn create(
+        root: &Path,
+        plan: &impl Serialize,
+        command: &str,
+        inputs: serde_json::Value,
+    ) -> std::io::Result<Journal> {
         let run_id = new_run_id();
         let dir = root.join(&run_id);
         std::fs::create_dir_all(dir.join("before"))?;
@@ -79,7 +85,11 @@ impl Journal {
             file,
             seq: 0,
         };
-        j.append(json!({"type": "run_started", "command": command}))?;
+        let mut first = json!({"type": "run_started", "command": command});
+        if let (Some(f), Some(extra)) = (first.as_object_mut(), inputs.as_object()) {
+            f.extend(extra.clone());
+        }
+        j.append(first)?;
         Ok(j)
     }
 

@@ -4,6 +4,7 @@
 
 pub mod events;
 pub mod journal;
+mod pause;
 mod run;
 pub mod status;
 pub mod undo;

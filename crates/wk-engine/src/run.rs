@@ -16,6 +16,7 @@ use wk_plan::playbook::ServiceSelector;
 use wk_plan::{Inventory, Plan, PlanRequest, Sources};
 use wk_remote::{shell, ExecRequest, Remote, RemoteError};
 
+use crate::pause::{self, Point};
 use crate::events::{Event, Reporter};
 use crate::journal::{sha256_hex, Journal};
 
@@ -1005,7 +1006,16 @@ impl<R: Remote + 'static> Engine<R> {
                 EngineError::Host(format!("cannot create {}: {e}", opts.runs_dir.display()))
             })?;
             Some(
-                Journal::create(&opts.runs_dir, &plan, &opts.command).map_err(|e| {
+                Journal::create(
+                    &opts.runs_dir,
+                    &plan,
+                    &opts.command,
+                    json!({
+                        "playbook": self.sources.playbook_path,
+                        "templates": self.sources.templates_path,
+                    }),
+                )
+                .map_err(|e| {
                     EngineError::Host(format!(
                         "cannot write the journal in {}: {e}",
                         opts.runs_dir.display()
@@ -1159,7 +1169,12 @@ impl<R: Remote + 'static> Engine<R> {
         ctx.log(json!({"type": "step_started", "step": step.id, "host": step.host}))
             .await
             .map_err(|e| step_err(step, e))?;
-        match self.step(step, plan, ctx).await {
+        pause::at(step, Point::Start).await;
+        let done = self.step(step, plan, ctx).await;
+        if done.is_ok() {
+            pause::at(step, Point::End).await;
+        }
+        match done {
             Ok(Done::Ok(note)) => {
                 ctx.log(json!({"type": "ok", "step": step.id, "host": step.host, "note": note}))
                     .await
@@ -1460,16 +1475,15 @@ impl<R: Remote + 'static> Engine<R> {
         .await
         .map_err(|e| step_err(step, e))?;
         if old.is_some() {
-            // A backup stays on the host too.
-            let cmd = format!(
-                "cp -p -- {} {}",
-                shell::path(path),
-                shell::path(&format!("{path}.wkctl-{}.bak", ctx.run_id))
-            );
+            // A backup stays on the host too: the file as it was before the run's first change
+            // (a later step or a resumed one does not overwrite it).
+            let bak = shell::path(&format!("{path}.wkctl-{}.bak", ctx.run_id));
+            let cmd = format!("[ -e {bak} ] || cp -p -- {} {bak}", shell::path(path));
             r.run(ExecRequest::new(cmd))
                 .await
                 .map_err(|e| step_err(step, e))?;
         }
+        pause::at(step, Point::Middle).await;
         r.write_file(path, new.as_bytes(), mode.or(old.as_ref().map(|f| f.mode)))
             .await
             .map_err(|e| step_err(step, e))?;
@@ -1522,7 +1536,10 @@ impl<R: Remote + 'static> Engine<R> {
     async fn step(&self, step: &Step, plan: &Plan, ctx: &Ctx) -> Result<Done, EngineError> {
         let r = self.remote(&step.host)?.clone();
         match &step.action {
-            Action::Preflight { checks } => Ok(Done::Ok(format!("{} checks passed", checks.len()))),
+            Action::Preflight { checks } => {
+                pause::at(step, Point::Middle).await;
+                Ok(Done::Ok(format!("{} checks passed", checks.len())))
+            }
             Action::Lock { path } => {
                 if ctx.dry {
                     return Ok(Done::Ok(format!("would take {path}")));
@@ -1539,6 +1556,12 @@ impl<R: Remote + 'static> Engine<R> {
                 if ctx.force_unlock {
                     r.remove(path).await.map_err(|e| step_err(step, e))?;
                 }
+                // Journal first: a run cut right after it took the lock can still release it
+                // (a rollback removes the lock only while it names this run).
+                ctx.log(json!({"type": "lock", "step": step.id, "host": step.host, "path": path}))
+                    .await
+                    .map_err(|e| step_err(step, e))?;
+                pause::at(step, Point::Middle).await;
                 let out = r
                     .exec(
                         ExecRequest::new(format!("set -C; cat > {}", shell::path(path)))
@@ -1564,9 +1587,6 @@ impl<R: Remote + 'static> Engine<R> {
                         holder,
                     });
                 }
-                ctx.log(json!({"type": "before_image", "step": step.id, "host": step.host, "path": path, "existed": false}))
-                    .await
-                    .map_err(|e| step_err(step, e))?;
                 Ok(Done::Ok(format!("took {path} (released at the end)")))
             }
             Action::Unlock { path } => {
@@ -1579,6 +1599,7 @@ impl<R: Remote + 'static> Engine<R> {
                         if String::from_utf8_lossy(&f.content)
                             .contains(&format!("run={}", ctx.run_id)) =>
                     {
+                        pause::at(step, Point::Middle).await;
                         r.remove(path).await.map_err(|e| step_err(step, e))?;
                         Ok(Done::Ok(format!("released {path}")))
                     }
@@ -1607,6 +1628,7 @@ impl<R: Remote + 'static> Engine<R> {
                 ctx.log(json!({"type": "before_image", "step": step.id, "host": step.host, "path": path, "existed": false, "dir": true}))
                     .await
                     .map_err(|e| step_err(step, e))?;
+                pause::at(step, Point::Middle).await;
                 r.mkdir_p(path, *mode)
                     .await
                     .map_err(|e| step_err(step, e))?;
@@ -1689,6 +1711,7 @@ impl<R: Remote + 'static> Engine<R> {
                 } else {
                     self.exec(step, &r, command).await?;
                 }
+                pause::at(step, Point::Middle).await;
                 // Verify: every service it started runs.
                 let t = Instant::now();
                 loop {
@@ -1786,6 +1809,7 @@ impl<R: Remote + 'static> Engine<R> {
                 if ctx.dry {
                     return Ok(self.would(step, command, "would signal"));
                 }
+                pause::at(step, Point::Middle).await;
                 self.exec(step, &r, command).await?;
                 Ok(Done::Changed(format!("{name} reloaded its configuration")))
             }
@@ -1801,15 +1825,22 @@ impl<R: Remote + 'static> Engine<R> {
                 let t = Instant::now();
                 let mut last = String::new();
                 while t.elapsed() < Duration::from_secs(*timeout_secs) {
-                    if let Ok(tunnel) = r.tunnel(&h, p).await {
-                        let api = Api::new(&step.host, tunnel.local, ctx.token.clone());
-                        match api.health().await {
-                            Ok(Health::Ok) => {
-                                return Ok(Done::Ok(format!("http://{address}{path} answers 200")))
-                            }
-                            Ok(Health::Error(m)) => last = m,
-                            Err(e) => last = e.to_string(),
+                    let answer = match r.tunnel(&h, p).await {
+                        Ok(tunnel) => Some(
+                            Api::new(&step.host, tunnel.local, ctx.token.clone())
+                                .health()
+                                .await,
+                        ),
+                        Err(_) => None,
+                    };
+                    pause::at(step, Point::Middle).await;
+                    match answer {
+                        Some(Ok(Health::Ok)) => {
+                            return Ok(Done::Ok(format!("http://{address}{path} answers 200")))
                         }
+                        Some(Ok(Health::Error(m))) => last = m,
+                        Some(Err(e)) => last = e.to_string(),
+                        None => {}
                     }
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
@@ -1915,6 +1946,7 @@ impl<R: Remote + 'static> Engine<R> {
                     Err(_) => silent.push(*id),
                 }
             }
+            pause::at(step, Point::Middle).await;
             // Silent members count unless the members that answer see them offline.
             all &= answered > 0 && silent.iter().all(|id| offline.contains(id));
             let skipped: Vec<String> = silent

@@ -97,10 +97,11 @@ impl<R: Remote + 'static> Engine<R> {
             });
         };
 
-        // 1. Services the run started on new nodes: stopped and removed.
+        // 1. Services the run started on new nodes: stopped and removed. A start that was cut
+        //    (not verified) may have started them too.
         for (name, _) in &adding {
             let started = lines.iter().any(|l| {
-                l["type"] == "verified"
+                l["type"] == "step_started"
                     && l["step"]
                         .as_str()
                         .is_some_and(|s| s.starts_with("node-up@"))
@@ -193,6 +194,12 @@ impl<R: Remote + 'static> Engine<R> {
                 let mode = l["mode"].as_u64().map(|m| m as u32);
                 if !opts.dry_run {
                     r.write_file(path, &content, mode).await.map_err(host_err)?;
+                    // The host's backup of the file holds what it holds again: it goes.
+                    if let Some(bak) = l["backup"].as_str() {
+                        r.run(ExecRequest::new(format!("rm -f -- {}", shell::path(bak))))
+                            .await
+                            .map_err(host_err)?;
+                    }
                 }
                 restored_hosts.insert(host.to_string());
                 format!(
@@ -253,6 +260,32 @@ impl<R: Remote + 'static> Engine<R> {
             if !opts.dry_run {
                 say_undo(self, host, "services up again on the restored files".into());
             }
+        }
+        // 5. The run's lock, last: only while it still names this run.
+        for l in lines.iter().filter(|l| l["type"] == "lock") {
+            let host = l["host"].as_str().unwrap_or("");
+            let path = l["path"].as_str().unwrap_or("");
+            let r = self.host(host)?;
+            let held = r.read_file(path).await.map_err(host_err)?;
+            if !held.is_some_and(|f| {
+                String::from_utf8_lossy(&f.content).contains(&format!("run={run_id} "))
+            }) {
+                continue;
+            }
+            if opts.dry_run {
+                self.report(Event::StepOk {
+                    id: "rollback".into(),
+                    host: host.to_string(),
+                    note: format!("would have released {path}"),
+                });
+                continue;
+            }
+            r.remove(path).await.map_err(host_err)?;
+            if let Some(j) = journal.as_mut() {
+                j.append(json!({"type": "undone", "host": host, "path": path}))
+                    .map_err(host_err)?;
+            }
+            say_undo(self, host, format!("released {path}"));
         }
         if let Some(j) = journal.as_mut() {
             j.append(json!({"type": "run_rolled_back", "undone": undone}))

@@ -180,6 +180,45 @@ impl Lab {
         )))
     }
 
+    /// Kills every sshd process of the host (the listener and every session, by the pids its
+    /// namespace lists): as when sshd crashes or is restarted without care, open connections
+    /// drop. [`Lab::start_sshd`] brings the listener back.
+    pub fn kill_sshd(&self, host: &LabHost) -> io::Result<()> {
+        for pid in self.pids(host) {
+            let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if comm.trim().starts_with("sshd") {
+                kill(pid);
+            }
+        }
+        let _ = fs::remove_file(host.sshd_pid_file());
+        Ok(())
+    }
+
+    /// Takes the host's link to the lab bridge down (or up again): packets to and from the host
+    /// are dropped, as with a pulled cable; nothing is told to either end.
+    pub fn set_link(&self, host: &LabHost, up: bool) -> io::Result<()> {
+        run(Command::new("ip").args([
+            "link",
+            "set",
+            &host.veth,
+            if up { "up" } else { "down" },
+        ]))
+    }
+
+    /// Makes `ip` unreachable from inside the host (a `prohibit` route in its namespace), or
+    /// reachable again: as a firewall between two nodes would.
+    pub fn block_from(&self, host: &LabHost, ip: &str, blocked: bool) -> io::Result<()> {
+        self.guard(ip)?;
+        run(Command::new("ip").args([
+            "-n",
+            &host.netns,
+            "route",
+            if blocked { "add" } else { "del" },
+            "prohibit",
+            &format!("{ip}/32"),
+        ]))
+    }
+
     /// Ends the host's sshd listener by its pid file (its sessions go on, as with real sshd).
     pub fn stop_sshd(&self, host: &LabHost) -> io::Result<()> {
         if let Some(pid) = read_pid(&host.sshd_pid_file()) {
@@ -334,7 +373,11 @@ pub fn up(opts: &UpOptions) -> io::Result<Lab> {
             && existing.subnet == opts.subnet
             && existing.prefix == opts.prefix
         {
+            // A test that stopped half way may have left a fault behind: links up, routes that
+            // block other hosts gone, sshd running.
             for h in &existing.hosts {
+                existing.set_link(h, true)?;
+                run(Command::new("ip").args(["-n", &h.netns, "route", "flush", "type", "prohibit"]))?;
                 existing.start_sshd(h)?;
             }
             return Ok(existing);

@@ -2,7 +2,7 @@
 //! operator points at to customise them.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The playbook and templates a plan is built from.
 #[derive(Debug, Clone)]
@@ -12,6 +12,10 @@ pub struct Sources {
     pub playbook: String,
     /// Template name (file name) to its text.
     pub templates: BTreeMap<String, String>,
+    /// The playbook file and templates directory they were read from (absolute), when not
+    /// built in: a journal records them, so `wkctl resume` reads the same files again.
+    pub playbook_path: Option<PathBuf>,
+    pub templates_path: Option<PathBuf>,
 }
 
 const EMBEDDED_TEMPLATES: [(&str, &str); 4] = [
@@ -45,6 +49,8 @@ impl Sources {
                 .iter()
                 .map(|(n, t)| (n.to_string(), t.to_string()))
                 .collect(),
+            playbook_path: None,
+            templates_path: None,
         }
     }
 
@@ -59,8 +65,10 @@ impl Sources {
             s.playbook = std::fs::read_to_string(p)
                 .map_err(|e| format!("cannot read playbook {}: {e}", p.display()))?;
             s.playbook_name = p.display().to_string();
+            s.playbook_path = Some(std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()));
         }
         if let Some(dir) = templates_dir {
+            s.templates_path = Some(std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf()));
             let entries = std::fs::read_dir(dir)
                 .map_err(|e| format!("cannot read templates directory {}: {e}", dir.display()))?;
             for entry in entries {

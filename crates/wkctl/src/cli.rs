@@ -208,10 +208,10 @@ pub enum RunsCommand {
 pub struct ResumeArgs {
     /// The run to resume (default: the last one that did not finish).
     pub id: Option<String>,
-    /// The playbook the run used, if not the built-in one.
+    /// The playbook to read (default: the one the run was started with).
     #[arg(long, value_name = "FILE")]
     pub playbook: Option<PathBuf>,
-    /// The templates the run used, if not the built-in ones.
+    /// The templates to read (default: those the run was started with).
     #[arg(long, value_name = "DIR")]
     pub templates: Option<PathBuf>,
     #[arg(long, default_value_t = 8, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]

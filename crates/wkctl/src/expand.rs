@@ -299,6 +299,11 @@ pub fn runs(
                             "did not exist"
                         }
                     ),
+                    "lock" => format!(
+                        "  lock: {} on {}",
+                        l["path"].as_str().unwrap_or(""),
+                        l["host"].as_str().unwrap_or("")
+                    ),
                     "applied" => format!("  written: {}", l["path"].as_str().unwrap_or("")),
                     "verified" => format!("  done: {}", l["note"].as_str().unwrap_or("")),
                     "ok" => format!("  already so: {}", l["note"].as_str().unwrap_or("")),
@@ -333,7 +338,15 @@ pub fn resume(cli: &Cli, args: &crate::cli::ResumeArgs) -> Result<(), Failure> {
         .filter_map(|n| n["name"].as_str().map(str::to_string))
         .collect();
     let (inventory, text) = load_inventory(cli)?;
-    let sources = Sources::with_overrides(args.playbook.as_deref(), args.templates.as_deref())
+    // The playbook and templates the run was started with, unless told otherwise.
+    let first = wk_engine::journal::Journal::read(&dir)
+        .ok()
+        .and_then(|l| l.into_iter().next())
+        .unwrap_or_default();
+    let recorded = |k: &str| first[k].as_str().map(std::path::PathBuf::from);
+    let playbook = args.playbook.clone().or_else(|| recorded("playbook"));
+    let templates = args.templates.clone().or_else(|| recorded("templates"));
+    let sources = Sources::with_overrides(playbook.as_deref(), templates.as_deref())
         .map_err(Failure::bad_input)?;
     inventory
         .check_additions(&add)

@@ -1,0 +1,591 @@
+//! The fault matrix (issue 6): every step of `wkctl expand --add node2`, at its start, in its
+//! middle and at its end, under four real faults: wkctl killed (SIGKILL), the step's host's link
+//! cut, the step's host's sshd killed (listener and sessions), the new node unable to reach the
+//! seed. The run is stopped at the point by the engine's test hook (`WKCTL_TEST_PAUSE`), the
+//! fault is done from outside by pid, link or route, and the run let go on. Then, for each case:
+//!
+//! - `wkctl rollback` (with `--after-join` when the cluster counts node2 already, which it
+//!   must then refuse without): node1's files byte for byte as before, node2 without a file or
+//!   process of ours; when node2 never joined, both hosts exactly as before the run (every file's
+//!   hash, every process), so the next attempt starts clean;
+//! - the same fault again, then `wkctl resume`: the same end state as an uninterrupted run
+//!   (every file's hash on both hosts, the same processes, node2 at 已加入 on every member,
+//!   Prometheus running with node2's job, nginx balancing to both nodes).
+//!
+//! Lanes of two lab hosts each (node16 and up) take cases from one queue. `WKCTL_FAULTS=a,b`
+//! runs only the cases whose name (`step:point:fault`) contains one of the words.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use wk_lab::deploy::SingleNode;
+use wk_lab::Lab;
+
+use super::{lab_with, reset, text, wkctl};
+
+const LANES: usize = 3;
+const FIRST_HOST: usize = 16;
+const POINTS: [&str; 3] = ["start", "middle", "end"];
+const FAULTS: [&str; 4] = ["sigkill", "link", "sshd", "seed"];
+
+#[derive(Clone, Debug)]
+struct Case {
+    step: String,
+    host: String,
+    point: &'static str,
+    fault: &'static str,
+}
+
+impl Case {
+    fn name(&self) -> String {
+        format!("{}:{}:{}", self.step, self.point, self.fault)
+    }
+}
+
+/// What a host holds: every file's hash under its home (run ids made `RUN`; the simulator's
+/// data and the stand-in's own state change by themselves and are left out) and the command
+/// lines of its processes (sshd's come and go with every connection).
+#[derive(PartialEq, Eq, Debug, Clone)]
+struct HostState {
+    files: Vec<String>,
+    procs: Vec<String>,
+}
+
+struct Lane<'a> {
+    lab: &'a Lab,
+    a: String,
+    b: String,
+    dir: PathBuf,
+    start: (HostState, HostState),
+    end: (HostState, HostState),
+}
+
+fn state(lab: &Lab, host: &str) -> HostState {
+    let files = lab
+        .sh(host, "cd ~ && find . -type f ! -path './.wk-compose/*' ! -path './wukongim/wukongim_data/*' ! -path './.ssh/*' -print0 | sort -z | xargs -0 -r sha256sum")
+        .unwrap();
+    let mut files: Vec<String> = files
+        .lines()
+        .map(|l| {
+            // `.wkctl-<run id>.bak`: the id differs from run to run.
+            match l.find(".wkctl-2") {
+                Some(i) => format!("{}.wkctl-RUN.bak", &l[..i]),
+                None => l.to_string(),
+            }
+        })
+        .collect();
+    files.sort();
+    let mut procs: Vec<String> = lab
+        .pids(lab.host(host))
+        .into_iter()
+        .filter_map(|p| {
+            let comm = std::fs::read_to_string(format!("/proc/{p}/comm")).ok()?;
+            let cmd = std::fs::read(format!("/proc/{p}/cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            (!comm.starts_with("sshd") && !cmd.trim().is_empty()).then_some(cmd)
+        })
+        .collect();
+    procs.sort();
+    HostState { files, procs }
+}
+
+fn diff(what: &str, want: &HostState, got: &HostState) -> Option<String> {
+    if want == got {
+        return None;
+    }
+    let only = |a: &[String], b: &[String]| -> Vec<String> {
+        a.iter().filter(|x| !b.contains(x)).cloned().collect()
+    };
+    Some(format!(
+        "{what}: files missing or different {:?}, unexpected {:?}; processes missing {:?}, unexpected {:?}",
+        only(&want.files, &got.files),
+        only(&got.files, &want.files),
+        only(&want.procs, &got.procs),
+        only(&got.procs, &want.procs)
+    ))
+}
+
+/// Polls `f` until it holds (or `secs` pass); the last value.
+fn until<T>(secs: u64, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let t = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if t.elapsed() > Duration::from_secs(secs) {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+impl<'a> Lane<'a> {
+    fn new(lab: &'a Lab, n: usize) -> Lane<'a> {
+        let a = format!("node{}", FIRST_HOST + 2 * n);
+        let b = format!("node{}", FIRST_HOST + 2 * n + 1);
+        let dir = std::env::temp_dir().join(format!("wkctl-faults-{n}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (h1, h2) = (lab.host(&a), lab.host(&b));
+        // Keepalives every second: a cut link is noticed in about four seconds.
+        std::fs::write(
+            dir.join("cluster.yml"),
+            format!(
+                "cluster: faults\nssh:\n  identity_files: [{key}]\n  known_hosts: {kh}\n  keepalive_secs: 1\n  connect_timeout_secs: 3\ngateway:\n  node: node1\n  external_address: {ip1}\nnodes:\n  - name: node1\n    id: 1001\n    internal_address: {ip1}\n    ssh: {{ user: {u1} }}\n  - name: node2\n    id: 1002\n    internal_address: {ip2}\n    ssh: {{ user: {u2} }}\n",
+                key = lab.key().display(),
+                kh = lab.known_hosts().display(),
+                ip1 = h1.ip,
+                ip2 = h2.ip,
+                u1 = h1.user,
+                u2 = h2.user
+            ),
+        )
+        .unwrap();
+        // The built-in playbook with waits that fail in seconds, long enough for a good run.
+        let pb = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../playbooks/expand.yml"),
+        )
+        .unwrap()
+        .replace("timeout_secs: 180", "timeout_secs: 6")
+        .replace("timeout_secs: 600", "timeout_secs: 30")
+        .replace("timeout_secs: 60", "timeout_secs: 6");
+        std::fs::write(dir.join("faults.yml"), pb).unwrap();
+        let mut lane = Lane {
+            lab,
+            a,
+            b,
+            dir,
+            start: (empty(), empty()),
+            end: (empty(), empty()),
+        };
+        lane.reset();
+        lane.start = lane.states();
+        let out = lane.wkctl(&["expand", "--add", "node2", "--playbook", "faults.yml"]);
+        assert_eq!(out.0, Some(0), "{}: an uninterrupted run: {}", lane.a, out.1);
+        lane.settle_end();
+        lane.end = lane.states();
+        lane.reset();
+        assert_eq!(
+            lane.states(),
+            lane.start,
+            "{}: a reset gives the same start",
+            lane.a
+        );
+        lane
+    }
+
+    fn wkctl(&self, args: &[&str]) -> (Option<i32>, String) {
+        let out = wkctl(&self.dir, args);
+        (
+            out.status.code(),
+            format!("{}{}", text(&out.stdout), text(&out.stderr)),
+        )
+    }
+
+    fn states(&self) -> (HostState, HostState) {
+        (state(self.lab, &self.a), state(self.lab, &self.b))
+    }
+
+    /// node1 runs the single-node deployment again; node2 holds nothing of ours.
+    fn reset(&self) {
+        self.heal();
+        reset(self.lab, &self.a);
+        reset(self.lab, &self.b);
+        self.lab.deploy_single(&self.a, &SingleNode::default()).unwrap();
+        let _ = std::fs::remove_dir_all(self.dir.join(".wkctl"));
+    }
+
+    /// Every fault undone: links up, no blocking route, sshd listening.
+    fn heal(&self) {
+        for h in [&self.a, &self.b] {
+            let host = self.lab.host(h);
+            self.lab.set_link(host, true).unwrap();
+            let _ = self.lab.block_from(host, &self.lab.host(&self.a).ip, false);
+            self.lab.start_sshd(host).unwrap();
+        }
+    }
+
+    /// After an end state is reached: node1's WuKongIM answers through the load balancer.
+    fn settle_end(&self) {
+        let ip = self.lab.host(&self.a).ip.clone();
+        until(30, || {
+            self.lab
+                .sh(
+                    &self.a,
+                    &format!("wget -q -O - http://{ip}:15001/health 2>/dev/null"),
+                )
+                .ok()
+                .filter(|b| b.contains("ok"))
+        });
+    }
+
+    fn node1_health(&self) -> bool {
+        let ip = &self.lab.host(&self.a).ip;
+        self.lab
+            .sh(
+                &self.a,
+                &format!("wget -q -O - http://{ip}:5001/health 2>/dev/null"),
+            )
+            .is_ok_and(|b| b.contains("\"ok\""))
+    }
+
+    /// Whether node1's cluster lists node 1002 (at any status).
+    fn node2_is_member(&self) -> bool {
+        let ip = &self.lab.host(&self.a).ip;
+        self.lab
+            .sh(
+                &self.a,
+                &format!("wget -q -O - http://{ip}:5001/cluster/simpleNodes 2>/dev/null"),
+            )
+            .is_ok_and(|b| b.contains("\"id\":1002"))
+    }
+
+    /// A run stopped at the case's point, the fault done, the run let go on; its exit code and
+    /// output. Every fault is undone before this returns.
+    fn faulty_run(&self, c: &Case) -> Result<(Option<i32>, String), String> {
+        let pause = self.dir.join("pause");
+        let _ = std::fs::remove_file(&pause);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wkctl"))
+            .args(["expand", "--add", "node2", "--playbook", "faults.yml"])
+            .current_dir(&self.dir)
+            .env_remove("SSH_AUTH_SOCK")
+            .env("WKCTL_TEST_PAUSE", format!("{}:{}", c.step, c.point))
+            .env("WKCTL_TEST_PAUSE_FILE", &pause)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let t = Instant::now();
+        while !pause.exists() {
+            if child.try_wait().unwrap().is_some() {
+                let out = child.wait_with_output().unwrap();
+                return Err(format!(
+                    "the run never reached the point: {}{}",
+                    text(&out.stdout),
+                    text(&out.stderr)
+                ));
+            }
+            if t.elapsed() > Duration::from_secs(60) {
+                let _ = child.kill();
+                return Err("the run did not reach the point within 60 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let host = self.lab.host(if c.host == "node1" { &self.a } else { &self.b });
+        let node2 = self.lab.host(&self.b);
+        let seed_ip = self.lab.host(&self.a).ip.clone();
+        match c.fault {
+            "sigkill" => {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &child.id().to_string()])
+                    .status();
+            }
+            "link" => self.lab.set_link(host, false).unwrap(),
+            "sshd" => self.lab.kill_sshd(host).unwrap(),
+            "seed" => self.lab.block_from(node2, &seed_ip, true).unwrap(),
+            other => unreachable!("{other}"),
+        }
+        let _ = std::fs::remove_file(&pause);
+        // Every fault ends the run within its waits (8 s, 30 s) and the keepalives.
+        let t = Instant::now();
+        let mut hung = false;
+        while child.try_wait().unwrap().is_none() {
+            if t.elapsed() > Duration::from_secs(120) {
+                let _ = child.kill();
+                hung = true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let took = t.elapsed();
+        let out = child.wait_with_output().unwrap();
+        // Links and sshd come back; a blocked seed stays blocked until the caller heals it
+        // (an operator rolls back while the new node still cannot reach the seed).
+        let t = Instant::now();
+        self.lab.set_link(host, true).unwrap();
+        self.lab.start_sshd(host).unwrap();
+        if c.fault == "link" {
+            self.drain(host);
+        }
+        eprintln!("  {}: the run ended {:.1} s after the fault; healed in {:.1} s", c.name(), took.as_secs_f64(), t.elapsed().as_secs_f64());
+        if hung {
+            return Err(format!(
+                "wkctl did not end within 120 s of the fault: {}{}",
+                text(&out.stdout),
+                text(&out.stderr)
+            ));
+        }
+        Ok((
+            out.status.code(),
+            format!("{}{}", text(&out.stdout), text(&out.stderr)),
+        ))
+    }
+
+    /// After a cut link: the dead run's connections to the host are gone (TCP keeps trying to
+    /// deliver what a dead process had sent; the test waits until nothing of it is left).
+    fn drain(&self, host: &wk_lab::LabHost) {
+        let dst = format!("dst {}:22", host.ip);
+        until(60, || {
+            let mut args = vec!["-Htn"];
+            for st in ["established", "syn-sent", "fin-wait-1", "fin-wait-2", "close-wait", "last-ack", "closing"] {
+                args.extend(["state", st]);
+            }
+            args.push(&dst);
+            let out = Command::new("ss")
+                .args(&args)
+                .output()
+                .ok()?;
+            out.stdout.iter().all(|b| b.is_ascii_whitespace()).then_some(())
+        });
+    }
+
+    /// One case: the rollback branch, then the resume branch. `Err` says what differs.
+    fn run_case(&self, c: &Case) -> Result<String, String> {
+        let t = Instant::now();
+        // Rollback.
+        let (code, out) = self.faulty_run(c)?;
+        let joined = self.node2_is_member();
+        let after_join = if joined {
+            let (rc, rout) = self.wkctl(&["rollback"]);
+            if rc != Some(2) || !rout.contains("no removal API") {
+                return Err(format!(
+                    "rollback of a run whose node joined: exit {rc:?}, not a refusal: {rout}"
+                ));
+            }
+            true
+        } else {
+            false
+        };
+        let args: &[&str] = if after_join {
+            &["rollback", "--after-join"]
+        } else {
+            &["rollback"]
+        };
+        let (rc, rout) = self.wkctl(args);
+        self.heal();
+        if rc != Some(0) {
+            return Err(format!(
+                "rollback: exit {rc:?}: {rout}\n(the faulty run: exit {code:?}: {out})"
+            ));
+        }
+        if after_join {
+            // node1's files as before; node2 holds nothing of ours; the cluster keeps node2.
+            let (s1, s2) = self.states();
+            if s1.files != self.start.0.files {
+                return Err(diff("node1 after rollback --after-join", &self.start.0, &s1)
+                    .unwrap_or_default());
+            }
+            if let Some(d) = diff("node2 after rollback --after-join", &self.start.1, &s2) {
+                return Err(d);
+            }
+            self.reset();
+        } else {
+            // Both hosts exactly as before the run, node1 healthy: the next attempt starts clean.
+            if until(30, || self.node1_health().then_some(())).is_none() {
+                return Err("node1 is not healthy after the rollback".into());
+            }
+            let got = until(10, || {
+                let s = self.states();
+                (s == self.start).then_some(())
+            });
+            if got.is_none() {
+                let (s1, s2) = self.states();
+                return Err([
+                    diff("node1 after rollback", &self.start.0, &s1),
+                    diff("node2 after rollback", &self.start.1, &s2),
+                ]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join("\n"));
+            }
+        }
+        let _ = std::fs::remove_dir_all(self.dir.join(".wkctl"));
+
+        // Resume, once the fault is gone.
+        let (code, out) = self.faulty_run(c)?;
+        self.heal();
+        let how = if code == Some(0) {
+            // The fault came too late to stop the run (after its last use of the host).
+            let (rc, rout) = self.wkctl(&["resume"]);
+            if rc != Some(2) {
+                return Err(format!(
+                    "resume after a finished run: exit {rc:?}: {rout}"
+                ));
+            }
+            "finished"
+        } else {
+            let (rc, rout) = self.wkctl(&["resume"]);
+            if rc != Some(0) {
+                return Err(format!(
+                    "resume: exit {rc:?}: {rout}\n(the faulty run: exit {code:?}: {out})"
+                ));
+            }
+            "resumed"
+        };
+        self.settle_end();
+        let st = self.wkctl(&["status"]);
+        if st.0 != Some(0) || st.1.matches("3 已加入").count() != 2 {
+            return Err(format!("status after {how}: {st:?}"));
+        }
+        let got = until(10, || (self.states() == self.end).then_some(()));
+        if got.is_none() {
+            let (s1, s2) = self.states();
+            return Err([
+                diff("node1 after resume", &self.end.0, &s1),
+                diff("node2 after resume", &self.end.1, &s2),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join("\n"));
+        }
+        // Prometheus runs with node2's job; nginx balances to both nodes.
+        let ip2 = &self.lab.host(&self.b).ip;
+        let prom = self
+            .lab
+            .sh(
+                &self.a,
+                "wget -q -O - http://127.0.0.1:9090/api/v1/status/config 2>/dev/null",
+            )
+            .unwrap_or_default();
+        if !prom.contains(&format!("{ip2}:5300")) {
+            return Err(format!(
+                "Prometheus does not run with node2's job: {prom}"
+            ));
+        }
+        let ip1 = &self.lab.host(&self.a).ip;
+        let ids = self
+            .lab
+            .sh(&self.a, &format!("for i in 1 2 3 4; do wget -q -O - http://{ip1}:15001/cluster/node 2>/dev/null; echo; done"))
+            .unwrap_or_default();
+        if !(ids.contains("\"id\":1001") && ids.contains("\"id\":1002")) {
+            return Err(format!("nginx does not balance to both nodes: {ids}"));
+        }
+        self.reset();
+        Ok(format!(
+            "{:.1} s, rollback{}, {how}",
+            t.elapsed().as_secs_f64(),
+            if after_join { " --after-join" } else { "" }
+        ))
+    }
+}
+
+/// The end of a long message (wkctl's output ends with what went wrong).
+fn tail(s: &str) -> &str {
+    let mut i = s.len().saturating_sub(1500);
+    while !s.is_char_boundary(i) {
+        i += 1;
+    }
+    &s[i..]
+}
+
+fn empty() -> HostState {
+    HostState {
+        files: Vec::new(),
+        procs: Vec::new(),
+    }
+}
+
+#[test]
+fn fault_matrix_resume_and_rollback() {
+    let Some(lab) = lab_with(FIRST_HOST - 1 + 2 * LANES) else {
+        return;
+    };
+    let started = Instant::now();
+    let lanes: Vec<Lane> = std::thread::scope(|s| {
+        let jobs: Vec<_> = (0..LANES)
+            .map(|n| {
+                let lab = &lab;
+                s.spawn(move || Lane::new(lab, n))
+            })
+            .collect();
+        jobs.into_iter().map(|j| j.join().unwrap()).collect()
+    });
+    // The steps, as the plan has them (a dry run on the first lane).
+    let out = wkctl(
+        &lanes[0].dir,
+        &[
+            "--output",
+            "json",
+            "expand",
+            "--add",
+            "node2",
+            "--playbook",
+            "faults.yml",
+            "--dry-run",
+        ],
+    );
+    let steps: Vec<(String, String)> = text(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["event"] == "step_started")
+        .map(|e| {
+            (
+                e["id"].as_str().unwrap().to_string(),
+                e["host"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(steps.len() >= 15, "{}", text(&out.stdout));
+    let only: Vec<String> = std::env::var("WKCTL_FAULTS")
+        .map(|v| v.split(',').map(str::to_string).collect())
+        .unwrap_or_default();
+    let mut queue = VecDeque::new();
+    for (step, host) in &steps {
+        for point in POINTS {
+            for fault in FAULTS {
+                let c = Case {
+                    step: step.clone(),
+                    host: host.clone(),
+                    point,
+                    fault,
+                };
+                if only.is_empty() || only.iter().any(|w| c.name().contains(w.as_str())) {
+                    queue.push_back(c);
+                }
+            }
+        }
+    }
+    let total = queue.len();
+    let queue = Mutex::new(queue);
+    let results: Mutex<BTreeMap<String, Result<String, String>>> = Mutex::new(BTreeMap::new());
+    std::thread::scope(|s| {
+        for lane in &lanes {
+            let (queue, results) = (&queue, &results);
+            s.spawn(move || loop {
+                let Some(c) = queue.lock().unwrap().pop_front() else {
+                    break;
+                };
+                let r = lane.run_case(&c);
+                if r.is_err() {
+                    // A failed case may leave anything behind: the next starts from scratch.
+                    lane.reset();
+                }
+                match &r {
+                    Ok(how) => eprintln!("fault case {} on {}: ok ({how})", c.name(), lane.a),
+                    Err(e) => eprintln!("fault case {} on {}: FAILED: {}", c.name(), lane.a, tail(e)),
+                }
+                results.lock().unwrap().insert(c.name(), r);
+            });
+        }
+    });
+    let results = results.into_inner().unwrap();
+    let failed: Vec<String> = results
+        .iter()
+        .filter_map(|(k, r)| r.as_ref().err().map(|e| format!("{k}: {e}")))
+        .collect();
+    let secs = started.elapsed().as_secs();
+    eprintln!(
+        "fault matrix: {} steps x {} points x {} faults = {total} cases, {} passed, {} failed, {} s on {LANES} lanes",
+        steps.len(),
+        POINTS.len(),
+        FAULTS.len(),
+        total - failed.len(),
+        failed.len(),
+        secs
+    );
+    assert!(failed.is_empty(), "{} case(s) failed:\n{}", failed.len(), failed.join("\n\n"));
+}
