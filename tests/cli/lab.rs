@@ -967,6 +967,22 @@ fn bad_input_changes_nothing_on_any_host() {
     let right_boot = reboot(&ip10);
     let kh = lab.known_hosts().display().to_string();
     let node2_ssh = format!("ssh: {{ user: {} }}", lab.host("node11").user);
+    // node11 joined by hand as 1002, unknown to an inventory that has node2 (node11) as 1003.
+    let stranger_compose = wk_lab::deploy::single_node_compose(
+        &ip11,
+        &SingleNode {
+            node_id: 1002,
+            with_prometheus: false,
+            ..SingleNode::default()
+        },
+    )
+    .replace(
+        "    environment:\n",
+        &format!("    environment:\n      - \"WK_CLUSTER_SEED=1001@{ip10}:11110\"\n"),
+    );
+    let join_by_hand = format!(
+        "mkdir -p ~/wukongim && cat > ~/wukongim/docker-compose.yml <<'EOF'\n{stranger_compose}EOF\ncd ~/wukongim && docker compose up -d >/dev/null 2>&1 && for i in $(seq 100); do wget -q -O - http://{ip10}:5001/cluster/simpleNodes 2>/dev/null | grep -q '\"id\":1002' && exit 0; sleep 0.2; done; exit 1"
+    );
     let cases = vec![
         Case { name: "wrong key", inventory: inv(&lab.key().display().to_string(), &lab.stranger_key().display().to_string()), setup: None, cleanup: None, env: None, code: 3, says: vec!["node1: authentication as", "id_stranger"] },
         Case { name: "unknown host key", inventory: inv(&kh, &dir.join("empty_known_hosts").display().to_string()), setup: None, cleanup: None, env: None, code: 3, says: vec!["is not known", "ssh-keyscan"] },
@@ -993,6 +1009,16 @@ fn bad_input_changes_nothing_on_any_host() {
             env: None,
             code: 3,
             says: vec!["cluster-addr", "fixed the cluster address"],
+        },
+        // Last: node10's cluster keeps 1002 for good (WuKongIM v2 cannot remove a member).
+        Case {
+            name: "an id taken in the cluster by a node the inventory does not know",
+            inventory: inv("id: 1002", "id: 1003"),
+            setup: Some(("node11", &join_by_hand)),
+            cleanup: Some(("node11", "cd ~/wukongim && docker compose down >/dev/null 2>&1; rm -rf ~/wukongim")),
+            env: None,
+            code: 3,
+            says: vec!["members", "the cluster has node 1002 at", "does not list"],
         },
     ];
     // Both hosts' files and processes, compared before and after each case.
@@ -1044,7 +1070,7 @@ fn bad_input_changes_nothing_on_any_host() {
         );
         seen += 1;
     }
-    assert_eq!(seen, 16);
+    assert_eq!(seen, 17);
 
     // A journal cut in the middle: resume and rollback say where, and change nothing.
     std::fs::write(dir.join("cluster.yml"), &good).unwrap();

@@ -8,8 +8,6 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use serde_json::json;
-use wk_cluster::Api;
-use wk_plan::inventory::PORT_API;
 use wk_remote::{shell, ExecRequest, Remote};
 
 use crate::events::Event;
@@ -55,21 +53,7 @@ impl<R: Remote + 'static> Engine<R> {
         let inv = self.inventory();
 
         // Has a new node become a member? The cluster says, not the journal.
-        let seed = inv.seed_node();
-        let r = self.host(&seed.name)?;
-        let tunnel = r
-            .tunnel(&seed.internal_address, PORT_API)
-            .await
-            .map_err(host_err)?;
-        let members = Api::new(&seed.name, tunnel.local, None)
-            .simple_nodes()
-            .await
-            .map_err(host_err)?;
-        drop(tunnel);
-        let joined: Vec<&(String, u64)> = adding
-            .iter()
-            .filter(|(_, id)| members.iter().any(|m| m.id == *id))
-            .collect();
+        let joined = self.joined(&adding).await?;
         if !joined.is_empty() && !opts.after_join {
             let names: Vec<String> = joined.iter().map(|(n, id)| format!("{n} ({id})")).collect();
             return Err(EngineError::Input(format!(
@@ -129,6 +113,24 @@ impl<R: Remote + 'static> Engine<R> {
             self.run_compose(name, cmd).await?;
             say_undo(self, name, "stopped and removed WuKongIM".into());
             undone += 1;
+        }
+        // A join under way when the cluster was asked may have finished before the node
+        // stopped: then nothing more is undone, and the operator chooses.
+        if !opts.dry_run && !opts.after_join {
+            let late = self.joined(&adding).await?;
+            if !late.is_empty() {
+                let names: Vec<String> =
+                    late.iter().map(|(n, id)| format!("{n} ({id})")).collect();
+                if let Some(j) = journal.as_mut() {
+                    j.append(json!({"type": "rollback_stopped", "joined": names}))
+                        .map_err(host_err)?;
+                }
+                return Err(EngineError::Host(format!(
+                    "{} joined the cluster while the rollback stopped it (its join was under way); no file was restored.\n  fix: `wkctl resume {run_id}` starts it again and finishes the run, or `wkctl rollback --after-join {run_id}` goes on undoing (the cluster keeps {} in its member list, offline)",
+                    names.join(", "),
+                    names.join(", ")
+                )));
+            }
         }
         // 2. A service the run added to a compose file: stopped and removed before the file goes back.
         let added_service: Vec<(String, String, String)> = lines
@@ -292,6 +294,23 @@ impl<R: Remote + 'static> Engine<R> {
                 .map_err(host_err)?;
         }
         Ok(undone)
+    }
+
+    /// The nodes of `adding` the cluster lists as members (at any status), asked of the seed.
+    async fn joined(&self, adding: &[(String, u64)]) -> Result<Vec<(String, u64)>, EngineError> {
+        let seed = self.inventory().seed_node();
+        let p = crate::run::probe(Some(self.host(&seed.name)?.as_ref()), seed).await;
+        let members = p.members.map_err(|e| {
+            EngineError::Host(format!(
+                "{}: cannot read the cluster's members, which tell whether a new node joined: {e}\n  fix: check that WuKongIM runs on {} and answers on its API port, then run the rollback again",
+                seed.name, seed.name
+            ))
+        })?;
+        Ok(adding
+            .iter()
+            .filter(|(_, id)| members.iter().any(|m| m.id == *id))
+            .cloned()
+            .collect())
     }
 
     /// `[sudo] COMPOSE` for a host: its compose program, and its sudo mode's prefix as plans show it.
