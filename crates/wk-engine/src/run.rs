@@ -16,9 +16,9 @@ use wk_plan::playbook::ServiceSelector;
 use wk_plan::{Inventory, Plan, PlanRequest, Sources};
 use wk_remote::{shell, ExecRequest, Remote, RemoteError};
 
-use crate::pause::{self, Point};
 use crate::events::{Event, Reporter};
 use crate::journal::{sha256_hex, Journal};
+use crate::pause::{self, Point};
 
 /// Exit codes the CLI uses for each kind of failure (documented in `wkctl --help`).
 #[derive(Debug, thiserror::Error)]

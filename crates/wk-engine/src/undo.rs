@@ -119,8 +119,7 @@ impl<R: Remote + 'static> Engine<R> {
         if !opts.dry_run && !opts.after_join {
             let late = self.joined(&adding).await?;
             if !late.is_empty() {
-                let names: Vec<String> =
-                    late.iter().map(|(n, id)| format!("{n} ({id})")).collect();
+                let names: Vec<String> = late.iter().map(|(n, id)| format!("{n} ({id})")).collect();
                 if let Some(j) = journal.as_mut() {
                     j.append(json!({"type": "rollback_stopped", "joined": names}))
                         .map_err(host_err)?;

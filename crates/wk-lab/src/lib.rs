@@ -197,12 +197,7 @@ impl Lab {
     /// Takes the host's link to the lab bridge down (or up again): packets to and from the host
     /// are dropped, as with a pulled cable; nothing is told to either end.
     pub fn set_link(&self, host: &LabHost, up: bool) -> io::Result<()> {
-        run(Command::new("ip").args([
-            "link",
-            "set",
-            &host.veth,
-            if up { "up" } else { "down" },
-        ]))
+        run(Command::new("ip").args(["link", "set", &host.veth, if up { "up" } else { "down" }]))
     }
 
     /// Makes `ip` unreachable from inside the host (a `prohibit` route in its namespace), or
@@ -377,7 +372,9 @@ pub fn up(opts: &UpOptions) -> io::Result<Lab> {
             // block other hosts gone, sshd running.
             for h in &existing.hosts {
                 existing.set_link(h, true)?;
-                run(Command::new("ip").args(["-n", &h.netns, "route", "flush", "type", "prohibit"]))?;
+                run(
+                    Command::new("ip").args(["-n", &h.netns, "route", "flush", "type", "prohibit"])
+                )?;
                 existing.start_sshd(h)?;
             }
             return Ok(existing);

@@ -280,7 +280,8 @@ pub trait Remote: Send + Sync {
         content: &[u8],
         mode: Option<u32>,
     ) -> impl Future<Output = Result<(), RemoteError>> + Send {
-        let req = ExecRequest::new(shell::write_file(path, mode, content.len())).stdin(content.to_vec());
+        let req =
+            ExecRequest::new(shell::write_file(path, mode, content.len())).stdin(content.to_vec());
         async move {
             let out = self.exec(req).await?;
             shell::check_file_op(self.name(), path, out)

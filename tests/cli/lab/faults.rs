@@ -164,7 +164,13 @@ impl<'a> Lane<'a> {
         lane.reset();
         lane.start = lane.states();
         let out = lane.wkctl(&["expand", "--add", "node2", "--playbook", "faults.yml"]);
-        assert_eq!(out.0, Some(0), "{}: an uninterrupted run: {}", lane.a, out.1);
+        assert_eq!(
+            out.0,
+            Some(0),
+            "{}: an uninterrupted run: {}",
+            lane.a,
+            out.1
+        );
         lane.settle_end();
         lane.end = lane.states();
         lane.reset();
@@ -194,7 +200,9 @@ impl<'a> Lane<'a> {
         self.heal();
         reset(self.lab, &self.a);
         reset(self.lab, &self.b);
-        self.lab.deploy_single(&self.a, &SingleNode::default()).unwrap();
+        self.lab
+            .deploy_single(&self.a, &SingleNode::default())
+            .unwrap();
         let _ = std::fs::remove_dir_all(self.dir.join(".wkctl"));
     }
 
@@ -274,7 +282,9 @@ impl<'a> Lane<'a> {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        let host = self.lab.host(if c.host == "node1" { &self.a } else { &self.b });
+        let host = self
+            .lab
+            .host(if c.host == "node1" { &self.a } else { &self.b });
         let node2 = self.lab.host(&self.b);
         let seed_ip = self.lab.host(&self.a).ip.clone();
         match c.fault {
@@ -309,7 +319,12 @@ impl<'a> Lane<'a> {
         if c.fault == "link" {
             self.drain(host);
         }
-        eprintln!("  {}: the run ended {:.1} s after the fault; healed in {:.1} s", c.name(), took.as_secs_f64(), t.elapsed().as_secs_f64());
+        eprintln!(
+            "  {}: the run ended {:.1} s after the fault; healed in {:.1} s",
+            c.name(),
+            took.as_secs_f64(),
+            t.elapsed().as_secs_f64()
+        );
         if hung {
             return Err(format!(
                 "wkctl did not end within 120 s of the fault: {}{}",
@@ -329,15 +344,23 @@ impl<'a> Lane<'a> {
         let dst = format!("dst {}:22", host.ip);
         until(60, || {
             let mut args = vec!["-Htn"];
-            for st in ["established", "syn-sent", "fin-wait-1", "fin-wait-2", "close-wait", "last-ack", "closing"] {
+            for st in [
+                "established",
+                "syn-sent",
+                "fin-wait-1",
+                "fin-wait-2",
+                "close-wait",
+                "last-ack",
+                "closing",
+            ] {
                 args.extend(["state", st]);
             }
             args.push(&dst);
-            let out = Command::new("ss")
-                .args(&args)
-                .output()
-                .ok()?;
-            out.stdout.iter().all(|b| b.is_ascii_whitespace()).then_some(())
+            let out = Command::new("ss").args(&args).output().ok()?;
+            out.stdout
+                .iter()
+                .all(|b| b.is_ascii_whitespace())
+                .then_some(())
         });
     }
 
@@ -362,7 +385,9 @@ impl<'a> Lane<'a> {
         };
         if after_join {
             if !self.node2_is_member() {
-                return Err(format!("the rollback said node2 joined; the cluster does not list it: {rout}"));
+                return Err(format!(
+                    "the rollback said node2 joined; the cluster does not list it: {rout}"
+                ));
             }
             let (rc, rout) = self.wkctl(&["rollback", "--after-join"]);
             if rc != Some(0) {
@@ -375,8 +400,10 @@ impl<'a> Lane<'a> {
             // node1's files as before; node2 holds nothing of ours; the cluster keeps node2.
             let (s1, s2) = self.states();
             if s1.files != self.start.0.files {
-                return Err(diff("node1 after rollback --after-join", &self.start.0, &s1)
-                    .unwrap_or_default());
+                return Err(
+                    diff("node1 after rollback --after-join", &self.start.0, &s1)
+                        .unwrap_or_default(),
+                );
             }
             if let Some(d) = diff("node2 after rollback --after-join", &self.start.1, &s2) {
                 return Err(d);
@@ -412,9 +439,7 @@ impl<'a> Lane<'a> {
             // The fault came too late to stop the run (after its last use of the host).
             let (rc, rout) = self.wkctl(&["resume"]);
             if rc != Some(2) {
-                return Err(format!(
-                    "resume after a finished run: exit {rc:?}: {rout}"
-                ));
+                return Err(format!("resume after a finished run: exit {rc:?}: {rout}"));
             }
             "finished"
         } else {
@@ -453,9 +478,7 @@ impl<'a> Lane<'a> {
             )
             .unwrap_or_default();
         if !prom.contains(&format!("{ip2}:5300")) {
-            return Err(format!(
-                "Prometheus does not run with node2's job: {prom}"
-            ));
+            return Err(format!("Prometheus does not run with node2's job: {prom}"));
         }
         let ip1 = &self.lab.host(&self.a).ip;
         let ids = self
@@ -567,7 +590,9 @@ fn fault_matrix_resume_and_rollback() {
                 }
                 match &r {
                     Ok(how) => eprintln!("fault case {} on {}: ok ({how})", c.name(), lane.a),
-                    Err(e) => eprintln!("fault case {} on {}: FAILED: {}", c.name(), lane.a, tail(e)),
+                    Err(e) => {
+                        eprintln!("fault case {} on {}: FAILED: {}", c.name(), lane.a, tail(e))
+                    }
                 }
                 results.lock().unwrap().insert(c.name(), r);
             });
@@ -588,5 +613,10 @@ fn fault_matrix_resume_and_rollback() {
         failed.len(),
         secs
     );
-    assert!(failed.is_empty(), "{} case(s) failed:\n{}", failed.len(), failed.join("\n\n"));
+    assert!(
+        failed.is_empty(),
+        "{} case(s) failed:\n{}",
+        failed.len(),
+        failed.join("\n\n")
+    );
 }
