@@ -989,6 +989,24 @@ impl<R: Remote + 'static> Engine<R> {
                 )));
             }
         }
+        // Files a resumed run changed drive restarts and reloads; so do those of runs that
+        // stopped half way before a fresh one (their lock forced or removed).
+        let mut changed_before: BTreeSet<(String, String)> = BTreeSet::new();
+        match &opts.resume {
+            Some(r) => changed_before.extend(r.changed.iter().cloned()),
+            None => {
+                let (ids, paths) = crate::undo::unfinished_changes(&opts.runs_dir);
+                if !ids.is_empty() {
+                    self.say(Event::Warning {
+                        message: format!(
+                            "run(s) {} stopped half way (neither resumed nor rolled back); the files they changed count as changed here, so their restarts and reloads happen in this run",
+                            ids.join(", ")
+                        ),
+                    });
+                }
+                changed_before.extend(paths);
+            }
+        }
         let journal = if opts.dry_run {
             None
         } else if let Some(r) = &opts.resume {
@@ -1032,12 +1050,7 @@ impl<R: Remote + 'static> Engine<R> {
 
         let ctx = Ctx {
             dry: opts.dry_run,
-            changed_paths: std::sync::Mutex::new(
-                opts.resume
-                    .as_ref()
-                    .map(|r| r.changed.iter().cloned().collect())
-                    .unwrap_or_default(),
-            ),
+            changed_paths: std::sync::Mutex::new(changed_before),
             before: std::sync::Mutex::new(BTreeMap::new()),
             journal: journal.map(tokio::sync::Mutex::new),
             owner: opts.owner.clone(),

@@ -393,6 +393,30 @@ pub fn list_runs(runs_dir: &Path) -> Vec<(String, String, u64, String)> {
     out
 }
 
+/// The runs that stopped half way since the last one that finished or was rolled back (newest
+/// first), and the files they changed, as (host, path): a fresh run after them (their lock
+/// forced or removed) counts those files as changed, so the restarts and reloads they need
+/// still happen.
+pub fn unfinished_changes(runs_dir: &Path) -> (Vec<String>, Vec<(String, String)>) {
+    let mut ids = Vec::new();
+    let mut changed = Vec::new();
+    for (id, _, _, state) in list_runs(runs_dir).into_iter().rev() {
+        if state == "finished" || state == "rolled back" {
+            break;
+        }
+        if !(state.starts_with("stopped") || state == "interrupted") {
+            continue;
+        }
+        if let Ok(r) = resume_state(&runs_dir.join(&id)) {
+            if !r.changed.is_empty() {
+                ids.push(id);
+                changed.extend(r.changed);
+            }
+        }
+    }
+    (ids, changed)
+}
+
 /// What a journal carries into a resumed run.
 pub fn resume_state(dir: &Path) -> Result<crate::run::Resume, EngineError> {
     let lines = Journal::read(dir).map_err(host_err)?;

@@ -1099,13 +1099,22 @@ mod tests {
     fn ssh_timings_default_and_override_per_node() {
         let text = "cluster: c\nssh:\n  keepalive_secs: 5\ngateway:\n  node: node1\n  external_address: 10.99.0.10\nnodes:\n  - name: node1\n    id: 1001\n    internal_address: 10.99.0.11\n  - name: node2\n    id: 1002\n    internal_address: 10.99.0.12\n    ssh: { keepalive_secs: 1, connect_timeout_secs: 3 }\n";
         let inv = Inventory::parse("c.yml", text).unwrap();
-        let (a, b) = (&inv.node("node1").unwrap().ssh, &inv.node("node2").unwrap().ssh);
+        let (a, b) = (
+            &inv.node("node1").unwrap().ssh,
+            &inv.node("node2").unwrap().ssh,
+        );
         assert_eq!((a.keepalive_secs, a.connect_timeout_secs), (5, 15));
         assert_eq!((b.keepalive_secs, b.connect_timeout_secs), (1, 3));
-        let err = Inventory::parse("c.yml", &text.replace("connect_timeout_secs: 3", "connect_timeout_secs: 7200"))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("ssh.connect_timeout_secs 7200 is out of range"), "{err}");
+        let err = Inventory::parse(
+            "c.yml",
+            &text.replace("connect_timeout_secs: 3", "connect_timeout_secs: 7200"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("ssh.connect_timeout_secs 7200 is out of range"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -619,4 +619,58 @@ fn fault_matrix_resume_and_rollback() {
         failed.len(),
         failed.join("\n\n")
     );
+    a_fresh_run_after_a_killed_one(&lanes[0]);
+}
+
+/// A run killed before node1's WuKongIM was recreated and Prometheus reloaded, then not resumed
+/// but started afresh (`--force-unlock`): the files the dead run changed still count as changed,
+/// so the fresh run recreates node1's WuKongIM and reloads Prometheus, and ends as an
+/// uninterrupted run does.
+fn a_fresh_run_after_a_killed_one(lane: &Lane) {
+    let c = Case {
+        step: "member-up@node1".into(),
+        host: "node1".into(),
+        point: "start",
+        fault: "sigkill",
+    };
+    let (code, _) = lane.faulty_run(&c).unwrap();
+    assert_eq!(code, None, "killed");
+    let (rc, out) = lane.wkctl(&[
+        "expand",
+        "--add",
+        "node2",
+        "--playbook",
+        "faults.yml",
+        "--force-unlock",
+    ]);
+    assert_eq!(rc, Some(0), "{out}");
+    assert!(out.contains("stopped half way"), "{out}");
+    for step in ["member-up@node1", "prometheus-reload@node1"] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("changed") && l.contains(step)),
+            "{step} did nothing:\n{out}"
+        );
+    }
+    lane.settle_end();
+    let got = until(10, || (lane.states() == lane.end).then_some(()));
+    let (s1, s2) = lane.states();
+    assert!(
+        got.is_some(),
+        "{:?} {:?}",
+        diff("node1", &lane.end.0, &s1),
+        diff("node2", &lane.end.1, &s2)
+    );
+    let prom = lane
+        .lab
+        .sh(
+            &lane.a,
+            "wget -q -O - http://127.0.0.1:9090/api/v1/status/config 2>/dev/null",
+        )
+        .unwrap();
+    assert!(
+        prom.contains(&format!("{}:5300", lane.lab.host(&lane.b).ip)),
+        "Prometheus was not reloaded: {prom}"
+    );
+    lane.reset();
 }
