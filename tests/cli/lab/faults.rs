@@ -620,6 +620,64 @@ fn fault_matrix_resume_and_rollback() {
         failed.join("\n\n")
     );
     a_fresh_run_after_a_killed_one(&lanes[0]);
+    a_second_ctrl_c_cuts_the_step(&lanes[0]);
+}
+
+/// Ctrl-C while a step is half done (paused in its middle: node1's compose file backed up, not
+/// yet written) waits for the step; a second Ctrl-C cuts it (exit 130); `resume` then finishes,
+/// with the end state of an uninterrupted run.
+fn a_second_ctrl_c_cuts_the_step(lane: &Lane) {
+    let pause = lane.dir.join("pause");
+    let _ = std::fs::remove_file(&pause);
+    let child = Command::new(env!("CARGO_BIN_EXE_wkctl"))
+        .args(["expand", "--add", "node2", "--playbook", "faults.yml"])
+        .current_dir(&lane.dir)
+        .env_remove("SSH_AUTH_SOCK")
+        .env("WKCTL_TEST_PAUSE", "member-env@node1:middle")
+        .env("WKCTL_TEST_PAUSE_FILE", &pause)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    until(60, || pause.exists().then_some(())).expect("the run reached member-env's middle");
+    let int = || {
+        Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap()
+    };
+    int();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        pause.exists(),
+        "the first Ctrl-C waits for the step under way"
+    );
+    int();
+    let out = child.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("Ctrl-C again: the step under way is cut"),
+        "{err}"
+    );
+    let _ = std::fs::remove_file(&pause);
+    let runs = lane.wkctl(&["runs"]).1;
+    assert!(
+        runs.lines().last().unwrap().contains("interrupted"),
+        "{runs}"
+    );
+    let (rc, out) = lane.wkctl(&["resume"]);
+    assert_eq!(rc, Some(0), "{out}");
+    lane.settle_end();
+    let got = until(10, || (lane.states() == lane.end).then_some(()));
+    let (s1, s2) = lane.states();
+    assert!(
+        got.is_some(),
+        "{:?} {:?}",
+        diff("node1", &lane.end.0, &s1),
+        diff("node2", &lane.end.1, &s2)
+    );
+    lane.reset();
 }
 
 /// A run killed before node1's WuKongIM was recreated and Prometheus reloaded, then not resumed
