@@ -1267,6 +1267,42 @@ enum Done {
     Changed(String),
 }
 
+/// The text with the values of secret settings hidden: `KEY=value` and `KEY: value` where the
+/// key (letters, digits, `_`) holds SECRET, TOKEN or PASSWORD. For what is shown to the operator
+/// (a dry run's diffs); the hosts get the real values.
+fn mask_secrets(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let mut rest = line;
+        while let Some(i) = rest.find(['=', ':']) {
+            let (head, tail) = rest.split_at(i);
+            let key_start = head
+                .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .map_or(0, |k| k + 1);
+            let key = head[key_start..].to_ascii_uppercase();
+            let sep = if tail.starts_with(": ") { 2 } else { 1 };
+            let secret = ["SECRET", "TOKEN", "PASSWORD"]
+                .iter()
+                .any(|w| key.contains(w))
+                && (tail.starts_with('=') || tail.starts_with(": "));
+            out.push_str(head);
+            out.push_str(&tail[..sep]);
+            rest = &tail[sep..];
+            if secret {
+                let end = rest
+                    .find(|c: char| c == '"' || c == '\'' || c.is_whitespace() || c == ',')
+                    .unwrap_or(rest.len());
+                if end > 0 {
+                    out.push_str("********");
+                }
+                rest = &rest[end..];
+            }
+        }
+        out.push_str(rest);
+    }
+    out
+}
+
 fn unified(path: &str, old: &str, new: &str) -> String {
     similar::TextDiff::from_lines(old, new)
         .unified_diff()
@@ -1449,7 +1485,7 @@ impl<R: Remote + 'static> Engine<R> {
         // Later steps (compose up, reloads) act on what changed, or would change in a dry run.
         ctx.mark(&step.host, path);
         if ctx.dry {
-            let diff = unified(path, old_text.as_deref().unwrap_or(""), &new);
+            let diff = mask_secrets(&unified(path, old_text.as_deref().unwrap_or(""), &new));
             self.say(Event::StepDiff {
                 id: step.id.clone(),
                 host: step.host.clone(),
@@ -2169,4 +2205,22 @@ pub async fn connect_all(
         }
     }
     Ok((hosts, errors))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mask_secrets;
+
+    #[test]
+    fn secrets_are_masked_in_what_the_operator_sees() {
+        let text = "+      - \"WK_JWT_SECRET=s3cr3t-value\"\n+      WK_MANAGERTOKEN: abc123\n       - \"WK_CLUSTER_SEED=1001@10.0.0.1:11110\"\n password=hunter2, user=ops\n";
+        assert_eq!(
+            mask_secrets(text),
+            "+      - \"WK_JWT_SECRET=********\"\n+      WK_MANAGERTOKEN: ********\n       - \"WK_CLUSTER_SEED=1001@10.0.0.1:11110\"\n password=********, user=ops\n"
+        );
+        assert_eq!(
+            mask_secrets("services:\n  a: b\nsecrets:\n"),
+            "services:\n  a: b\nsecrets:\n"
+        );
+    }
 }
