@@ -171,7 +171,7 @@ impl<'a> Lane<'a> {
             lane.a,
             out.1
         );
-        lane.settle_end();
+        lane.wait_for_lb();
         lane.end = lane.states();
         lane.reset();
         assert_eq!(
@@ -216,51 +216,64 @@ impl<'a> Lane<'a> {
         }
     }
 
-    /// After an end state is reached: node1's WuKongIM answers through the load balancer.
-    fn settle_end(&self) {
-        let ip = self.lab.host(&self.a).ip.clone();
-        until(30, || {
-            self.lab
-                .sh(
-                    &self.a,
-                    &format!("wget -q -O - http://{ip}:15001/health 2>/dev/null"),
-                )
-                .ok()
-                .filter(|b| b.contains("ok"))
-        });
-    }
-
-    fn node1_health(&self) -> bool {
+    /// What node1 answers to a GET on one of its ports (asked from inside its namespace).
+    fn node1_get(&self, port: u16, path: &str) -> String {
         let ip = &self.lab.host(&self.a).ip;
         self.lab
             .sh(
                 &self.a,
-                &format!("wget -q -O - http://{ip}:5001/health 2>/dev/null"),
+                &format!("wget -q -O - http://{ip}:{port}{path} 2>/dev/null"),
             )
-            .is_ok_and(|b| b.contains("\"ok\""))
+            .unwrap_or_default()
+    }
+
+    fn node1_health(&self) -> bool {
+        self.node1_get(5001, "/health").contains("\"ok\"")
     }
 
     /// Whether node1's cluster lists node 1002 (at any status).
     fn node2_is_member(&self) -> bool {
-        let ip = &self.lab.host(&self.a).ip;
-        self.lab
-            .sh(
-                &self.a,
-                &format!("wget -q -O - http://{ip}:5001/cluster/simpleNodes 2>/dev/null"),
-            )
-            .is_ok_and(|b| b.contains("\"id\":1002"))
+        self.node1_get(5001, "/cluster/simpleNodes")
+            .contains("\"id\":1002")
     }
 
-    /// A run stopped at the case's point, the fault done, the run let go on; its exit code and
-    /// output. Every fault is undone before this returns.
-    fn faulty_run(&self, c: &Case) -> Result<(Option<i32>, String), String> {
+    /// Waits (up to 30 s) until node1's WuKongIM answers through the load balancer.
+    fn wait_for_lb(&self) {
+        until(30, || {
+            self.node1_get(15001, "/health")
+                .contains("ok")
+                .then_some(())
+        });
+    }
+
+    /// The end state of an uninterrupted run: once node1 answers through the load balancer,
+    /// every file and process on both hosts as `self.end` has them.
+    fn expect_end(&self, what: &str) -> Result<(), String> {
+        self.wait_for_lb();
+        if until(10, || (self.states() == self.end).then_some(())).is_some() {
+            return Ok(());
+        }
+        let (s1, s2) = self.states();
+        Err([
+            diff(&format!("node1 {what}"), &self.end.0, &s1),
+            diff(&format!("node2 {what}"), &self.end.1, &s2),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join("\n"))
+    }
+
+    /// `wkctl expand --add node2` started with the test hook at `at`; returns once the run
+    /// waits there (its child and the pause file), or what it said if it never got there.
+    fn paused_run(&self, at: &str) -> Result<(std::process::Child, PathBuf), String> {
         let pause = self.dir.join("pause");
         let _ = std::fs::remove_file(&pause);
         let mut child = Command::new(env!("CARGO_BIN_EXE_wkctl"))
             .args(["expand", "--add", "node2", "--playbook", "faults.yml"])
             .current_dir(&self.dir)
             .env_remove("SSH_AUTH_SOCK")
-            .env("WKCTL_TEST_PAUSE", format!("{}:{}", c.step, c.point))
+            .env("WKCTL_TEST_PAUSE", at)
             .env("WKCTL_TEST_PAUSE_FILE", &pause)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -271,17 +284,24 @@ impl<'a> Lane<'a> {
             if child.try_wait().unwrap().is_some() {
                 let out = child.wait_with_output().unwrap();
                 return Err(format!(
-                    "the run never reached the point: {}{}",
+                    "the run never reached {at}: {}{}",
                     text(&out.stdout),
                     text(&out.stderr)
                 ));
             }
             if t.elapsed() > Duration::from_secs(60) {
                 let _ = child.kill();
-                return Err("the run did not reach the point within 60 s".into());
+                return Err(format!("the run did not reach {at} within 60 s"));
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+        Ok((child, pause))
+    }
+
+    /// A run stopped at the case's point, the fault done, the run let go on; its exit code and
+    /// output. Links and sshd are back when this returns; a blocked seed stays blocked.
+    fn faulty_run(&self, c: &Case) -> Result<(Option<i32>, String), String> {
+        let (mut child, pause) = self.paused_run(&format!("{}:{}", c.step, c.point))?;
         let host = self
             .lab
             .host(if c.host == "node1" { &self.a } else { &self.b });
@@ -451,40 +471,20 @@ impl<'a> Lane<'a> {
             }
             "resumed"
         };
-        self.settle_end();
+        self.expect_end("after resume")?;
         let st = self.wkctl(&["status"]);
         if st.0 != Some(0) || st.1.matches("3 已加入").count() != 2 {
             return Err(format!("status after {how}: {st:?}"));
         }
-        let got = until(10, || (self.states() == self.end).then_some(()));
-        if got.is_none() {
-            let (s1, s2) = self.states();
-            return Err([
-                diff("node1 after resume", &self.end.0, &s1),
-                diff("node2 after resume", &self.end.1, &s2),
-            ]
-            .into_iter()
-            .flatten()
-            .collect::<Vec<_>>()
-            .join("\n"));
-        }
         // Prometheus runs with node2's job; nginx balances to both nodes.
         let ip2 = &self.lab.host(&self.b).ip;
-        let prom = self
-            .lab
-            .sh(
-                &self.a,
-                "wget -q -O - http://127.0.0.1:9090/api/v1/status/config 2>/dev/null",
-            )
-            .unwrap_or_default();
+        let prom = self.node1_get(9090, "/api/v1/status/config");
         if !prom.contains(&format!("{ip2}:5300")) {
             return Err(format!("Prometheus does not run with node2's job: {prom}"));
         }
-        let ip1 = &self.lab.host(&self.a).ip;
-        let ids = self
-            .lab
-            .sh(&self.a, &format!("for i in 1 2 3 4; do wget -q -O - http://{ip1}:15001/cluster/node 2>/dev/null; echo; done"))
-            .unwrap_or_default();
+        let ids: String = (0..4)
+            .map(|_| self.node1_get(15001, "/cluster/node"))
+            .collect();
         if !(ids.contains("\"id\":1001") && ids.contains("\"id\":1002")) {
             return Err(format!("nginx does not balance to both nodes: {ids}"));
         }
@@ -627,19 +627,7 @@ fn fault_matrix_resume_and_rollback() {
 /// yet written) waits for the step; a second Ctrl-C cuts it (exit 130); `resume` then finishes,
 /// with the end state of an uninterrupted run.
 fn a_second_ctrl_c_cuts_the_step(lane: &Lane) {
-    let pause = lane.dir.join("pause");
-    let _ = std::fs::remove_file(&pause);
-    let child = Command::new(env!("CARGO_BIN_EXE_wkctl"))
-        .args(["expand", "--add", "node2", "--playbook", "faults.yml"])
-        .current_dir(&lane.dir)
-        .env_remove("SSH_AUTH_SOCK")
-        .env("WKCTL_TEST_PAUSE", "member-env@node1:middle")
-        .env("WKCTL_TEST_PAUSE_FILE", &pause)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    until(60, || pause.exists().then_some(())).expect("the run reached member-env's middle");
+    let (child, pause) = lane.paused_run("member-env@node1:middle").unwrap();
     let int = || {
         Command::new("kill")
             .args(["-INT", &child.id().to_string()])
@@ -668,15 +656,7 @@ fn a_second_ctrl_c_cuts_the_step(lane: &Lane) {
     );
     let (rc, out) = lane.wkctl(&["resume"]);
     assert_eq!(rc, Some(0), "{out}");
-    lane.settle_end();
-    let got = until(10, || (lane.states() == lane.end).then_some(()));
-    let (s1, s2) = lane.states();
-    assert!(
-        got.is_some(),
-        "{:?} {:?}",
-        diff("node1", &lane.end.0, &s1),
-        diff("node2", &lane.end.1, &s2)
-    );
+    lane.expect_end("after two Ctrl-C and resume").unwrap();
     lane.reset();
 }
 
@@ -710,22 +690,8 @@ fn a_fresh_run_after_a_killed_one(lane: &Lane) {
             "{step} did nothing:\n{out}"
         );
     }
-    lane.settle_end();
-    let got = until(10, || (lane.states() == lane.end).then_some(()));
-    let (s1, s2) = lane.states();
-    assert!(
-        got.is_some(),
-        "{:?} {:?}",
-        diff("node1", &lane.end.0, &s1),
-        diff("node2", &lane.end.1, &s2)
-    );
-    let prom = lane
-        .lab
-        .sh(
-            &lane.a,
-            "wget -q -O - http://127.0.0.1:9090/api/v1/status/config 2>/dev/null",
-        )
-        .unwrap();
+    lane.expect_end("after a fresh run").unwrap();
+    let prom = lane.node1_get(9090, "/api/v1/status/config");
     assert!(
         prom.contains(&format!("{}:5300", lane.lab.host(&lane.b).ip)),
         "Prometheus was not reloaded: {prom}"
