@@ -94,6 +94,9 @@ pub struct Resume {
     pub changed: Vec<(String, String)>,
     /// New nodes whose WuKongIM the run started.
     pub started: Vec<String>,
+    /// The playbook file and templates directory the run read (`None`: built in).
+    pub playbook: Option<PathBuf>,
+    pub templates: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]

@@ -445,6 +445,12 @@ pub fn resume_state(dir: &Path) -> Result<crate::run::Resume, EngineError> {
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
+    let recorded = |k: &str| {
+        lines
+            .first()
+            .and_then(|l| l[k].as_str())
+            .map(std::path::PathBuf::from)
+    };
     Ok(crate::run::Resume {
         run_id: dir
             .file_name()
@@ -454,5 +460,7 @@ pub fn resume_state(dir: &Path) -> Result<crate::run::Resume, EngineError> {
         plan,
         changed,
         started,
+        playbook: recorded("playbook"),
+        templates: recorded("templates"),
     })
 }

@@ -339,13 +339,8 @@ pub fn resume(cli: &Cli, args: &crate::cli::ResumeArgs) -> Result<(), Failure> {
         .collect();
     let (inventory, text) = load_inventory(cli)?;
     // The playbook and templates the run was started with, unless told otherwise.
-    let first = wk_engine::journal::Journal::read(&dir)
-        .ok()
-        .and_then(|l| l.into_iter().next())
-        .unwrap_or_default();
-    let recorded = |k: &str| first[k].as_str().map(std::path::PathBuf::from);
-    let playbook = args.playbook.clone().or_else(|| recorded("playbook"));
-    let templates = args.templates.clone().or_else(|| recorded("templates"));
+    let playbook = args.playbook.clone().or_else(|| state.playbook.clone());
+    let templates = args.templates.clone().or_else(|| state.templates.clone());
     let sources = Sources::with_overrides(playbook.as_deref(), templates.as_deref())
         .map_err(Failure::bad_input)?;
     inventory
