@@ -57,13 +57,22 @@ fn single_and_new(lab: &Lab, seed: &str, add: &str, env: &str, name: &str) -> st
 
 /// The built-in playbook with its waits cut to a few seconds (for runs meant to fail there).
 fn quick_playbook(dir: &std::path::Path) {
-    let pb = std::fs::read_to_string(
+    playbook_with_waits(dir, "quick.yml", &[(180, 3), (600, 3)]);
+}
+
+/// The built-in playbook written to `dir/file`, each wait of `from` seconds made `to` seconds.
+fn playbook_with_waits(dir: &std::path::Path, file: &str, waits: &[(u32, u32)]) {
+    let mut pb = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../playbooks/expand.yml"),
     )
-    .unwrap()
-    .replace("timeout_secs: 180", "timeout_secs: 3")
-    .replace("timeout_secs: 600", "timeout_secs: 3");
-    std::fs::write(dir.join("quick.yml"), pb).unwrap();
+    .unwrap();
+    for (from, to) in waits {
+        pb = pb.replace(
+            &format!("timeout_secs: {from}\n"),
+            &format!("timeout_secs: {to}\n"),
+        );
+    }
+    std::fs::write(dir.join(file), pb).unwrap();
 }
 
 /// Starts `wkctl expand` (its output piped) and returns once `host` has the new node's compose
@@ -107,7 +116,7 @@ fn reset(lab: &Lab, host: &str) {
 /// and state change by themselves, and are left out), and every process in its namespace.
 fn snapshot(lab: &Lab, host: &str) -> (String, Vec<(u32, String)>) {
     let files = lab
-        .sh(host, "cd ~ && find . -type f ! -path './.wk-compose/*' ! -path './wukongim/wukongim_data/*' ! -path './.ssh/*' -print0 | sort -z | xargs -0 sha256sum")
+        .sh(host, "cd ~ && find . -type f ! -path './.wk-compose/*' ! -path './wukongim/wukongim_data/*' ! -path './.ssh/*' -print0 | sort -z | xargs -0 -r sha256sum")
         .unwrap();
     // sshd's per-connection processes come and go with every SSH session (ours included),
     // and a process caught between fork and exec has no command line yet.

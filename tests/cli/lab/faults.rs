@@ -16,7 +16,7 @@
 //! runs only the cases whose name (`step:point:fault`) contains one of the words.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use wk_lab::deploy::SingleNode;
 use wk_lab::Lab;
 
-use super::{lab_with, reset, text, wkctl};
+use super::{inventory_of, lab_with, playbook_with_waits, reset, snapshot, text, wkctl};
 
 const LANES: usize = 5;
 const FIRST_HOST: usize = 16;
@@ -64,9 +64,7 @@ struct Lane<'a> {
 }
 
 fn state(lab: &Lab, host: &str) -> HostState {
-    let files = lab
-        .sh(host, "cd ~ && find . -type f ! -path './.wk-compose/*' ! -path './wukongim/wukongim_data/*' ! -path './.ssh/*' -print0 | sort -z | xargs -0 -r sha256sum")
-        .unwrap();
+    let (files, procs) = snapshot(lab, host);
     let mut files: Vec<String> = files
         .lines()
         .map(|l| {
@@ -78,16 +76,8 @@ fn state(lab: &Lab, host: &str) -> HostState {
         })
         .collect();
     files.sort();
-    let mut procs: Vec<String> = lab
-        .pids(lab.host(host))
-        .into_iter()
-        .filter_map(|p| {
-            let comm = std::fs::read_to_string(format!("/proc/{p}/comm")).ok()?;
-            let cmd = std::fs::read(format!("/proc/{p}/cmdline")).ok()?;
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            (!comm.starts_with("sshd") && !cmd.trim().is_empty()).then_some(cmd)
-        })
-        .collect();
+    // Pids change with every restart; command lines say what runs.
+    let mut procs: Vec<String> = procs.into_iter().map(|(_, cmd)| cmd).collect();
     procs.sort();
     HostState { files, procs }
 }
@@ -129,30 +119,17 @@ impl<'a> Lane<'a> {
         let dir = std::env::temp_dir().join(format!("wkctl-faults-{n}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let (h1, h2) = (lab.host(&a), lab.host(&b));
-        // Keepalives every second: a cut link is noticed in about four seconds.
-        std::fs::write(
-            dir.join("cluster.yml"),
-            format!(
-                "cluster: faults\nssh:\n  identity_files: [{key}]\n  known_hosts: {kh}\n  keepalive_secs: 1\n  connect_timeout_secs: 3\ngateway:\n  node: node1\n  external_address: {ip1}\nnodes:\n  - name: node1\n    id: 1001\n    internal_address: {ip1}\n    ssh: {{ user: {u1} }}\n  - name: node2\n    id: 1002\n    internal_address: {ip2}\n    ssh: {{ user: {u2} }}\n",
-                key = lab.key().display(),
-                kh = lab.known_hosts().display(),
-                ip1 = h1.ip,
-                ip2 = h2.ip,
-                u1 = h1.user,
-                u2 = h2.user
-            ),
-        )
-        .unwrap();
-        // The built-in playbook with waits that fail in seconds, long enough for a good run.
-        let pb = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../playbooks/expand.yml"),
-        )
-        .unwrap()
-        .replace("timeout_secs: 180", "timeout_secs: 6")
-        .replace("timeout_secs: 600", "timeout_secs: 30")
-        .replace("timeout_secs: 60", "timeout_secs: 6");
-        std::fs::write(dir.join("faults.yml"), pb).unwrap();
+        // The lab inventory, with keepalives every second: a cut link is noticed in about four
+        // seconds.
+        let inv = inventory_of(lab, &dir, &a, &b);
+        let text = std::fs::read_to_string(&inv).unwrap().replacen(
+            "\ngateway:",
+            "\n  keepalive_secs: 1\n  connect_timeout_secs: 3\ngateway:",
+            1,
+        );
+        std::fs::write(&inv, text).unwrap();
+        // Waits that fail in seconds, long enough for a good run.
+        playbook_with_waits(&dir, "faults.yml", &[(180, 6), (600, 30), (60, 6)]);
         let mut lane = Lane {
             lab,
             a,
