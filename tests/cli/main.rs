@@ -382,6 +382,7 @@ bad_inventory! {
     gateway_without_external_address: "3:3", "the gateway has no external address";
     node_name_bad: "9:11", "node name `2node` is not usable";
     prometheus_url_bad: "5:19", "gateway.prometheus_url `prometheus:9090` is not an http(s) URL";
+    prometheus_url_quote: "5:19", "gateway.prometheus_url `http://10.99.0.11:9090/x\" privileged: true #` is not an http(s) URL";
     image_bad: "2:8", "image `wukongim v2` is not an image reference";
     gateway_host_with_id: "8:9", "node `gw` has `role: gateway` and an `id`";
     role_unknown: "7:11", "node `node1`: role `monitor` is not one wkctl knows";

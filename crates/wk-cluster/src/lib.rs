@@ -130,16 +130,70 @@ impl Api {
             serde_json::from_slice(&body).map_err(|e| self.err("/cluster/info", e))?;
         Ok(v["slots"]
             .as_array()
-            .map(|s| {
-                s.iter()
-                    .filter(|x| {
-                        x["migrateTo"].as_u64().unwrap_or(0) != 0
-                            || x["migrateFrom"].as_u64().unwrap_or(0) != 0
-                    })
-                    .count()
-            })
+            .map(|s| s.iter().filter(|x| moving(x)).count())
             .unwrap_or(0))
     }
+}
+
+impl Api {
+    /// Whether the cluster works as node `id` sees it, on live signals (`None`: it does, else
+    /// why not). `/health` alone is not enough: it reads only the node's local copy of the
+    /// config, so it answers 200 right after a restart and on a survivor of a cluster that lost
+    /// its quorum. Also asked: a config leader exists (`is_leader` comes from the live raft,
+    /// and `/cluster/info` is forwarded to it), the node is online in the leader's view, and no
+    /// slot is leaderless or moving.
+    pub async fn not_ready(&self, id: u64) -> Result<Option<String>, ClusterError> {
+        if let Health::Error(m) = self.health().await? {
+            return Ok(Some(format!("/health: {m}")));
+        }
+        let list = self.simple_nodes().await?;
+        self.not_ready_with(id, &list).await
+    }
+
+    /// [`Api::not_ready`] for a node whose `/health` answered 200 and whose member list (`list`,
+    /// its `/cluster/simpleNodes`) the caller has already.
+    pub async fn not_ready_with(
+        &self,
+        id: u64,
+        list: &[NodeInfo],
+    ) -> Result<Option<String>, ClusterError> {
+        if !list.iter().any(|n| n.is_leader == 1) {
+            return Ok(Some(
+                "no config leader: a quorum of the members is not online (none shows is_leader)"
+                    .into(),
+            ));
+        }
+        match list.iter().find(|n| n.id == id) {
+            None => return Ok(Some(format!("node {id} is not in the member list"))),
+            Some(n) if n.online != 1 => {
+                return Ok(Some(format!("node {id} is offline in the leader's view")))
+            }
+            Some(_) => {}
+        }
+        let (code, body) = self.get("/cluster/info").await?;
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        if code != 200 {
+            let msg = v["msg"].as_str().unwrap_or("no answer").to_string();
+            return Ok(Some(format!("/cluster/info: HTTP {code}: {msg}")));
+        }
+        let slots = v["slots"].as_array().cloned().unwrap_or_default();
+        let leaderless = slots
+            .iter()
+            .filter(|x| x["leader"].as_u64().unwrap_or(0) == 0)
+            .count();
+        if leaderless > 0 {
+            return Ok(Some(format!("{leaderless} slot(s) have no leader")));
+        }
+        let moving = slots.iter().filter(|x| moving(x)).count();
+        if moving > 0 {
+            return Ok(Some(format!("{moving} slot(s) still migrating")));
+        }
+        Ok(None)
+    }
+}
+
+fn moving(slot: &serde_json::Value) -> bool {
+    slot["migrateTo"].as_u64().unwrap_or(0) != 0 || slot["migrateFrom"].as_u64().unwrap_or(0) != 0
 }
 
 /// The status text WuKongIM's admin UI shows.
@@ -149,5 +203,49 @@ pub fn status_text(status: u8) -> &'static str {
         2 => "加入中",
         3 => "已加入",
         _ => "(not a member)",
+    }
+}
+
+/// Prometheus's running configuration: `data.yaml` of `/api/v1/status/config`, through a
+/// local port (`host` names the host in errors). What it scrapes now, whatever its file says.
+pub async fn prometheus_config(host: &str, local: SocketAddr) -> Result<String, ClusterError> {
+    let api = Api::new(host, local, None);
+    let (code, body) = api.get("/api/v1/status/config").await?;
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    match v["data"]["yaml"].as_str() {
+        Some(y) if code == 200 => Ok(y.to_string()),
+        _ => Err(api.err(
+            "/api/v1/status/config",
+            format!("HTTP {code}: no configuration in the answer"),
+        )),
+    }
+}
+
+/// The `job_name`s of a Prometheus configuration, in order.
+pub fn prometheus_job_names(yaml: &str) -> Vec<String> {
+    yaml.lines()
+        .filter_map(|l| {
+            let l = l.trim_start().trim_start_matches("- ").trim_start();
+            let v = l.strip_prefix("job_name:")?;
+            Some(v.trim().trim_matches(|c| c == '"' || c == '\'').to_string())
+        })
+        .filter(|v| !v.is_empty())
+        .collect()
+}
+
+#[cfg(test)]
+mod prometheus_tests {
+    #[test]
+    fn job_names_of_a_file_and_of_prometheus_own_dump() {
+        let file = "scrape_configs:\n  - job_name: wukongim1-trace-metrics\n    static_configs:\n    - targets: ['wukongim:5300']\n  -   job_name: \"node2\"\n";
+        assert_eq!(
+            super::prometheus_job_names(file),
+            ["wukongim1-trace-metrics", "node2"]
+        );
+        let dump = "global:\n  scrape_interval: 10s\nscrape_configs:\n- job_name: wukongim1-trace-metrics\n  honor_timestamps: true\n- job_name: wukongim2-trace-metrics\n";
+        assert_eq!(
+            super::prometheus_job_names(dump),
+            ["wukongim1-trace-metrics", "wukongim2-trace-metrics"]
+        );
     }
 }

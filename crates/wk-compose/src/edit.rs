@@ -295,12 +295,30 @@ fn verify(new_text: &str, expected: &Yaml) -> Result<(), EditError> {
     Ok(())
 }
 
+/// Runs an edit of a file whose every line ends in CRLF (written on Windows) on its LF text,
+/// and gives the result the file's endings back, so the lines an edit adds match the others. A
+/// file with LF or mixed endings is edited as it is (its final newline, or lack of one, stays).
+pub(crate) fn keeping_endings(
+    text: &str,
+    edit: impl FnOnce(&str) -> Result<String, EditError>,
+) -> Result<String, EditError> {
+    let lines = text.matches('\n').count();
+    if lines == 0 || text.matches("\r\n").count() != lines {
+        return edit(text);
+    }
+    Ok(edit(&text.replace("\r\n", "\n"))?.replace('\n', "\r\n"))
+}
+
 // ---------------------------------------------------------------------------------------------
 // Environment entries.
 
 /// Sets environment entries of the selected service, keeping everything else. Returns the new
 /// text (equal to `text` when every entry already has its value).
 pub fn set_env(text: &str, sel: &Selector, env: &[(String, String)]) -> Result<String, EditError> {
+    keeping_endings(text, |t| set_env_lf(t, sel, env))
+}
+
+fn set_env_lf(text: &str, sel: &Selector, env: &[(String, String)]) -> Result<String, EditError> {
     let service = find_service(text, sel)?;
     let doc = parse(text).map_err(EditError::Parse)?;
     let current = service_env(&doc, &service);
@@ -318,38 +336,9 @@ pub fn set_env(text: &str, sel: &Selector, env: &[(String, String)]) -> Result<S
         .into_iter()
         .find(|(_, k)| k == "environment")
         .map(|(j, _)| j);
+    // What the document must be after the edit: the new text is checked against it.
     let mut expected = doc.clone();
-    let exp_svc = match &mut expected {
-        Yaml::Map(top) => top
-            .iter_mut()
-            .find(|(k, _)| k == "services")
-            .map(|(_, v)| v),
-        _ => None,
-    };
-    let exp_env: &mut Yaml = match exp_svc {
-        Some(Yaml::Map(svcs)) => {
-            let svc_v = &mut svcs
-                .iter_mut()
-                .find(|(k, _)| *k == service)
-                .expect("found above")
-                .1;
-            let Yaml::Map(fields) = svc_v else {
-                return Err(EditError::Unsafe(format!(
-                    "service `{service}` is not a mapping"
-                )));
-            };
-            if !fields.iter().any(|(k, _)| k == "environment") {
-                fields.push(("environment".into(), Yaml::Seq(Vec::new())));
-            }
-            &mut fields
-                .iter_mut()
-                .find(|(k, _)| k == "environment")
-                .expect("just ensured")
-                .1
-        }
-        _ => return Err(EditError::Unsafe("`services` is not a mapping".into())),
-    };
-
+    let exp_env = expected_env(&mut expected, &service)?;
     match env_key {
         None => {
             // No environment yet: a list after the service's last line.
@@ -369,10 +358,8 @@ pub fn set_env(text: &str, sel: &Selector, env: &[(String, String)]) -> Result<S
             for (n, l) in add.into_iter().enumerate() {
                 raw.insert(at + n, l);
             }
-            if let Yaml::Seq(items) = exp_env {
-                for (k, v) in &todo {
-                    items.push(Yaml::Str(format!("{k}={v}")));
-                }
+            for (k, v) in &todo {
+                set_expected(exp_env, k, v, &service)?;
             }
         }
         Some(ek) => {
@@ -382,81 +369,21 @@ pub fn set_env(text: &str, sel: &Selector, env: &[(String, String)]) -> Result<S
             }
             let eb = block(&lines, ek);
             let items: Vec<usize> = (eb.0..eb.1).filter(|&j| !blank(&lines[j])).collect();
+            // A list of `K=V` items, or a mapping.
             let list = items
                 .first()
                 .is_some_and(|&j| lines[j].code.starts_with("- "));
             let mut inserted = 0;
             for (k, v) in &todo {
-                let mut done = false;
-                for &j in &items {
-                    // New entries go after the last item, so the items' lines never move.
-                    let j2 = j;
-                    let line = raw[j2].clone();
-                    let ind = lines[j].indent;
-                    if list {
-                        let at = ind + 2;
-                        let item = &lines[j].code[2..];
-                        let q = quote_of(item);
-                        let unq = match parse(item) {
-                            Ok(y) => y.scalar().unwrap_or_default(),
-                            Err(_) => continue,
-                        };
-                        if unq.split_once('=').map(|(ik, _)| ik) == Some(k.as_str()) || unq == **k {
-                            raw[j2] = replace_scalar(&line, at, &render(&format!("{k}={v}"), q));
-                            done = true;
-                            break;
-                        }
-                    } else if let Some((ik, val)) = key_of(&lines[j].code) {
-                        if ik == **k {
-                            let at = line.len() - line.trim_start().len() + lines[j].code.len()
-                                - val.len();
-                            raw[j2] = replace_scalar(&line, at, &render(v, quote_of(val)));
-                            done = true;
-                            break;
-                        }
-                    }
-                }
-                if !done {
+                if !set_env_line(&lines, &mut raw, &items, list, (k, v)) {
                     // A new entry after the last one, in the style of the last one.
                     let last = *items.last().ok_or_else(|| {
                         EditError::Unsafe(format!("the environment of `{service}` is empty"))
                     })?;
-                    let ind = " ".repeat(lines[last].indent);
-                    let new_line = if list {
-                        format!(
-                            "{ind}- {}",
-                            render(&format!("{k}={v}"), quote_of(&lines[last].code[2..]))
-                        )
-                    } else {
-                        let q = key_of(&lines[last].code)
-                            .map(|(_, val)| quote_of(val))
-                            .unwrap_or(Quote::Plain);
-                        format!("{ind}{k}: {}", render(v, q))
-                    };
-                    raw.insert(last + inserted + 1, new_line);
+                    raw.insert(last + inserted + 1, env_line_like(&lines[last], list, k, v));
                     inserted += 1;
                 }
-                match exp_env {
-                    Yaml::Seq(items) => {
-                        match items.iter_mut().find(|y| {
-                            y.scalar().is_some_and(|s| {
-                                s.split_once('=').map(|x| x.0) == Some(k.as_str()) || s == **k
-                            })
-                        }) {
-                            Some(y) => *y = Yaml::Str(format!("{k}={v}")),
-                            None => items.push(Yaml::Str(format!("{k}={v}"))),
-                        }
-                    }
-                    Yaml::Map(m) => match m.iter_mut().find(|(mk, _)| mk == k) {
-                        Some((_, y)) => *y = Yaml::Str(v.clone()),
-                        None => m.push((k.clone(), Yaml::Str(v.clone()))),
-                    },
-                    _ => {
-                        return Err(EditError::Unsafe(format!(
-                            "the environment of `{service}` is neither a list nor a mapping"
-                        )))
-                    }
-                }
+                set_expected(exp_env, k, v, &service)?;
             }
         }
     }
@@ -465,12 +392,122 @@ pub fn set_env(text: &str, sel: &Selector, env: &[(String, String)]) -> Result<S
     Ok(new_text)
 }
 
+/// The environment of `service` in a document (made an empty list when it has none).
+fn expected_env<'d>(doc: &'d mut Yaml, service: &str) -> Result<&'d mut Yaml, EditError> {
+    let exp_svc = match doc {
+        Yaml::Map(top) => top
+            .iter_mut()
+            .find(|(k, _)| k == "services")
+            .map(|(_, v)| v),
+        _ => None,
+    };
+    let Some(Yaml::Map(svcs)) = exp_svc else {
+        return Err(EditError::Unsafe("`services` is not a mapping".into()));
+    };
+    let svc_v = &mut svcs
+        .iter_mut()
+        .find(|(k, _)| *k == service)
+        .expect("found above")
+        .1;
+    let Yaml::Map(fields) = svc_v else {
+        return Err(EditError::Unsafe(format!(
+            "service `{service}` is not a mapping"
+        )));
+    };
+    if !fields.iter().any(|(k, _)| k == "environment") {
+        fields.push(("environment".into(), Yaml::Seq(Vec::new())));
+    }
+    Ok(&mut fields
+        .iter_mut()
+        .find(|(k, _)| k == "environment")
+        .expect("just ensured")
+        .1)
+}
+
+/// Sets `k` to `v` in an environment as a document holds it (a list of `K=V` or a mapping).
+fn set_expected(env: &mut Yaml, k: &str, v: &str, service: &str) -> Result<(), EditError> {
+    match env {
+        Yaml::Seq(items) => {
+            match items.iter_mut().find(|y| {
+                y.scalar()
+                    .is_some_and(|s| s.split_once('=').map(|x| x.0) == Some(k) || s == k)
+            }) {
+                Some(y) => *y = Yaml::Str(format!("{k}={v}")),
+                None => items.push(Yaml::Str(format!("{k}={v}"))),
+            }
+        }
+        Yaml::Map(m) => match m.iter_mut().find(|(mk, _)| mk == k) {
+            Some((_, y)) => *y = Yaml::Str(v.to_string()),
+            None => m.push((k.to_string(), Yaml::Str(v.to_string()))),
+        },
+        _ => {
+            return Err(EditError::Unsafe(format!(
+                "the environment of `{service}` is neither a list nor a mapping"
+            )))
+        }
+    }
+    Ok(())
+}
+
+/// Gives `k` the value `v` on the environment item line that sets it, in its own quoting;
+/// false when no item sets `k`.
+fn set_env_line(
+    lines: &[Line],
+    raw: &mut [String],
+    items: &[usize],
+    list: bool,
+    (k, v): (&str, &str),
+) -> bool {
+    for &j in items {
+        let line = raw[j].clone();
+        if list {
+            let at = lines[j].indent + 2;
+            let item = &lines[j].code[2..];
+            let unq = match parse(item) {
+                Ok(y) => y.scalar().unwrap_or_default(),
+                Err(_) => continue,
+            };
+            if unq.split_once('=').map(|(ik, _)| ik) == Some(k) || unq == k {
+                raw[j] = replace_scalar(&line, at, &render(&format!("{k}={v}"), quote_of(item)));
+                return true;
+            }
+        } else if let Some((ik, val)) = key_of(&lines[j].code) {
+            if ik == k {
+                let at = line.len() - line.trim_start().len() + lines[j].code.len() - val.len();
+                raw[j] = replace_scalar(&line, at, &render(v, quote_of(val)));
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// A new environment entry written as `last` is (a list item or a key, with its quoting).
+fn env_line_like(last: &Line, list: bool, k: &str, v: &str) -> String {
+    let ind = " ".repeat(last.indent);
+    if list {
+        format!(
+            "{ind}- {}",
+            render(&format!("{k}={v}"), quote_of(&last.code[2..]))
+        )
+    } else {
+        let q = key_of(&last.code)
+            .map(|(_, val)| quote_of(val))
+            .unwrap_or(Quote::Plain);
+        format!("{ind}{k}: {}", render(v, q))
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // A whole service.
 
 /// Adds the service `name` with `body` (a YAML mapping at column 0), or replaces it when it is
 /// there and different. Other services, comments and order stay.
 pub fn set_service(text: &str, name: &str, body: &str) -> Result<String, EditError> {
+    keeping_endings(text, |t| set_service_lf(t, name, body))
+}
+
+fn set_service_lf(text: &str, name: &str, body: &str) -> Result<String, EditError> {
     let doc = parse(text).map_err(EditError::Parse)?;
     let want = parse(body).map_err(|e| EditError::Parse(format!("the service body: {e}")))?;
     let current = doc.get("services").and_then(|s| s.get(name));
@@ -560,6 +597,10 @@ fn job_key(job: &Yaml) -> (Option<String>, Vec<String>, Option<String>) {
 /// when it is the node's or the same, and replaced when only its name matches and its content
 /// differs (a stale job of ours).
 pub fn set_prometheus_jobs(text: &str, jobs: &str) -> Result<String, EditError> {
+    keeping_endings(text, |t| set_prometheus_jobs_lf(t, jobs))
+}
+
+fn set_prometheus_jobs_lf(text: &str, jobs: &str) -> Result<String, EditError> {
     let doc = parse(text).map_err(EditError::Parse)?;
     let Yaml::Seq(wanted) = parse(jobs).map_err(|e| EditError::Parse(format!("the jobs: {e}")))?
     else {
@@ -571,27 +612,7 @@ pub fn set_prometheus_jobs(text: &str, jobs: &str) -> Result<String, EditError> 
         Some(_) => return Err(EditError::Unsafe("`scrape_configs` is not a list".into())),
     };
     let job_lines: Vec<&str> = jobs.trim_end().split('\n').collect();
-    // Which wanted job matches which existing one.
-    let mut plan: Vec<(usize, Option<usize>)> = Vec::new();
-    for (w, job) in wanted.iter().enumerate() {
-        let (name, targets, id) = job_key(job);
-        // A job with the node's `id` label is that node's job (the admin UI finds its metrics by
-        // that label), whatever its name or target: an operator's own job stays as it is.
-        let by_id = id
-            .as_ref()
-            .and_then(|_| existing.iter().position(|e| job_key(e).2 == id));
-        let same = by_id.or_else(|| {
-            existing.iter().position(|e| {
-                let (en, et, eid) = job_key(e);
-                en == name || (!targets.is_empty() && et == targets && eid == id)
-            })
-        });
-        match same {
-            Some(_) if by_id.is_some() => {}
-            Some(i) if existing[i] == *job || job_key(&existing[i]).0 != name => {}
-            other => plan.push((w, other)),
-        }
-    }
+    let plan = match_jobs(&wanted, &existing);
     if plan.is_empty() {
         return Ok(text.to_string());
     }
@@ -680,4 +701,66 @@ pub fn set_prometheus_jobs(text: &str, jobs: &str) -> Result<String, EditError> 
     let new_text = join(&raw.iter().map(String::as_str).collect::<Vec<_>>());
     verify(&new_text, &expected)?;
     Ok(new_text)
+}
+
+/// Which wanted job goes where: `(wanted, Some(existing))` replaces a stale job of ours,
+/// `(wanted, None)` is added; a wanted job already there (or an operator's own job for the
+/// node) is not listed.
+fn match_jobs(wanted: &[Yaml], existing: &[Yaml]) -> Vec<(usize, Option<usize>)> {
+    let mut plan = Vec::new();
+    for (w, job) in wanted.iter().enumerate() {
+        let (name, targets, id) = job_key(job);
+        // A job with the node's `id` label is that node's job (the admin UI finds its metrics by
+        // that label), whatever its name or target: an operator's own job stays as it is.
+        let by_id = id
+            .as_ref()
+            .and_then(|_| existing.iter().position(|e| job_key(e).2 == id));
+        let same = by_id.or_else(|| {
+            existing.iter().position(|e| {
+                let (en, et, eid) = job_key(e);
+                en == name || (!targets.is_empty() && et == targets && eid == id)
+            })
+        });
+        match same {
+            Some(_) if by_id.is_some() => {}
+            Some(i) if existing[i] == *job || job_key(&existing[i]).0 != name => {}
+            other => plan.push((w, other)),
+        }
+    }
+    plan
+}
+
+/// The host paths the services bind-mount, as written (`./nginx.conf`, `/etc/x`, `~/y`):
+/// short syntax (`SRC:DST[:MODE]` whose SRC is a path, not a volume name) and long syntax
+/// (`type: bind`, `source:`). Named volumes are left out.
+pub fn bind_sources(text: &str) -> Result<Vec<String>, EditError> {
+    let doc = parse(text).map_err(EditError::Parse)?;
+    let mut out = Vec::new();
+    let Some(Yaml::Map(services)) = doc.get("services") else {
+        return Ok(out);
+    };
+    for (_, svc) in services {
+        let Some(Yaml::Seq(volumes)) = svc.get("volumes") else {
+            continue;
+        };
+        for v in volumes {
+            let source = match v {
+                Yaml::Map(_) => {
+                    if v.get("type").and_then(Yaml::scalar).as_deref() != Some("bind") {
+                        continue;
+                    }
+                    v.get("source").and_then(Yaml::scalar)
+                }
+                other => other
+                    .scalar()
+                    .and_then(|s| s.split_once(':').map(|(src, _)| src.to_string())),
+            };
+            if let Some(src) =
+                source.filter(|s| s.starts_with('.') || s.starts_with('/') || s.starts_with('~'))
+            {
+                out.push(src);
+            }
+        }
+    }
+    Ok(out)
 }

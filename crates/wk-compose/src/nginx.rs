@@ -230,9 +230,55 @@ pub fn upstream_servers(text: &str) -> Result<Vec<(String, Vec<String>)>, EditEr
         .collect())
 }
 
+/// Where an upstream's new `server` lines go (after its last one, or before the `}` of an
+/// empty one) and their indentation.
+fn insertion_point(
+    text: &str,
+    u: &Directive,
+    present: &[&Directive],
+    name: &str,
+) -> Result<(usize, String), EditError> {
+    Ok(match present.last() {
+        Some(last) => {
+            let line_start = text[..last.start].rfind('\n').map(|i| i + 1).unwrap_or(0);
+            let line_end = text[last.end..]
+                .find('\n')
+                .map(|i| last.end + i)
+                .unwrap_or(text.len());
+            let before = &text[line_start..last.start];
+            let after = text[last.end..line_end].trim_start();
+            if !before.trim().is_empty() || !(after.is_empty() || after.starts_with('#')) {
+                return Err(EditError::Unsafe(format!(
+                    "in `upstream {name}`, the line of `server {}` holds another directive too",
+                    last.words.get(1).map(String::as_str).unwrap_or("")
+                )));
+            }
+            (line_end, before.to_string())
+        }
+        None => {
+            // An empty upstream: the new lines go before its `}`, one level deeper.
+            let line_start = text[..u.close].rfind('\n').map(|i| i + 1).unwrap_or(0);
+            let before = &text[line_start..u.close];
+            if !before.trim().is_empty() {
+                return Err(EditError::Unsafe(format!(
+                    "`upstream {name}` is written on one line"
+                )));
+            }
+            (line_start.saturating_sub(1), format!("{before}    "))
+        }
+    })
+}
+
 /// Makes every upstream of `wanted` hold its servers (adding the missing ones after the last
 /// `server` line). Everything else, including servers wkctl did not ask for, stays as it is.
 pub fn set_upstream_servers(
+    text: &str,
+    wanted: &[(String, Vec<String>)],
+) -> Result<String, EditError> {
+    crate::edit::keeping_endings(text, |t| set_upstream_servers_lf(t, wanted))
+}
+
+fn set_upstream_servers_lf(
     text: &str,
     wanted: &[(String, Vec<String>)],
 ) -> Result<String, EditError> {
@@ -296,35 +342,7 @@ pub fn set_upstream_servers(
             })
             .unwrap_or_default();
         let params = params.iter().map(|p| format!(" {p}")).collect::<String>();
-        let (at, indent) = match present.last() {
-            Some(last) => {
-                let line_start = text[..last.start].rfind('\n').map(|i| i + 1).unwrap_or(0);
-                let line_end = text[last.end..]
-                    .find('\n')
-                    .map(|i| last.end + i)
-                    .unwrap_or(text.len());
-                let before = &text[line_start..last.start];
-                let after = text[last.end..line_end].trim_start();
-                if !before.trim().is_empty() || !(after.is_empty() || after.starts_with('#')) {
-                    return Err(EditError::Unsafe(format!(
-                        "in `upstream {name}`, the line of `server {}` holds another directive too",
-                        last.words.get(1).map(String::as_str).unwrap_or("")
-                    )));
-                }
-                (line_end, before.to_string())
-            }
-            None => {
-                // An empty upstream: the new lines go before its `}`, one level deeper.
-                let line_start = text[..u.close].rfind('\n').map(|i| i + 1).unwrap_or(0);
-                let before = &text[line_start..u.close];
-                if !before.trim().is_empty() {
-                    return Err(EditError::Unsafe(format!(
-                        "`upstream {name}` is written on one line"
-                    )));
-                }
-                (line_start.saturating_sub(1), format!("{before}    "))
-            }
-        };
+        let (at, indent) = insertion_point(text, u, &present, name)?;
         let mut add = String::new();
         for s in missing {
             add.push_str(&format!("\n{indent}server {s}{params};"));

@@ -114,7 +114,11 @@ cases!(
     refuse_nginx_include,
     refuse_nginx_one_line,
     refuse_nginx_unclosed,
-    refuse_nginx_twice
+    refuse_nginx_twice,
+    crlf_env,
+    crlf_service,
+    crlf_prometheus,
+    crlf_nginx
 );
 
 #[test]

@@ -2,9 +2,13 @@
 //! `journal.jsonl` (one JSON object per line, each flushed and fsynced before the change it
 //! describes), and `before/` (a local copy of every file as it was before the run changed it).
 //! Format: docs/journal.md.
+//!
+//! The files hold whole compose files, secrets included: the run's directory is made 0700 and
+//! every file in it 0600, whatever the umask.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -51,6 +55,31 @@ pub fn new_run_id() -> String {
     )
 }
 
+/// Holds the journal for this process's life (an advisory lock the kernel lets go when the
+/// process ends, however it ends): a second wkctl cannot resume or roll back a run that is still
+/// going on.
+fn hold(file: &File, dir: &Path) -> std::io::Result<()> {
+    match file.try_lock() {
+        Ok(()) => Ok(()),
+        Err(std::fs::TryLockError::WouldBlock) => Err(std::io::Error::other(format!(
+            "run {} is still going on: another wkctl holds its journal ({}). Wait for it to end, or stop it (Ctrl-C), then run this again",
+            dir.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+            dir.join("journal.jsonl").display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
+/// A new file (or an old one emptied) only its owner can read: mode 0600.
+fn private(path: PathBuf) -> std::io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+}
+
 pub fn sha256_hex(b: &[u8]) -> String {
     use sha2::Digest;
     sha2::Sha256::digest(b)
@@ -70,15 +99,20 @@ impl Journal {
     ) -> std::io::Result<Journal> {
         let run_id = new_run_id();
         let dir = root.join(&run_id);
-        std::fs::create_dir_all(dir.join("before"))?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir.join("before"))?;
         let plan_json = serde_json::to_vec_pretty(plan).map_err(std::io::Error::other)?;
-        let mut f = File::create(dir.join("plan.json"))?;
+        let mut f = private(dir.join("plan.json"))?;
         f.write_all(&plan_json)?;
         f.sync_all()?;
         let file = OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(dir.join("journal.jsonl"))?;
+        hold(&file, &dir)?;
         let mut j = Journal {
             dir,
             run_id,
@@ -93,24 +127,38 @@ impl Journal {
         Ok(j)
     }
 
-    /// Opens an existing run's journal to go on appending (resume, rollback).
+    /// Opens an existing run's journal to go on appending (resume, rollback). A last line cut
+    /// short by a crash is taken off first, and a `tail_trimmed` line records what it held: a
+    /// line appended after it would make the journal unreadable.
     pub fn open(dir: &Path) -> std::io::Result<Journal> {
         let run_id = dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let seq = std::fs::read_to_string(dir.join("journal.jsonl"))?
-            .lines()
-            .count();
-        let file = OpenOptions::new()
-            .append(true)
-            .open(dir.join("journal.jsonl"))?;
-        Ok(Journal {
+        let path = dir.join("journal.jsonl");
+        let file = OpenOptions::new().append(true).open(&path)?;
+        hold(&file, dir)?;
+        let text = std::fs::read(&path)?;
+        let whole = text.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let cut = &text[whole..];
+        if !cut.is_empty() {
+            file.set_len(whole as u64)?;
+            file.sync_data()?;
+        }
+        let mut j = Journal {
             dir: dir.to_path_buf(),
             run_id,
             file,
-            seq,
-        })
+            seq: text[..whole].iter().filter(|b| **b == b'\n').count(),
+        };
+        if !cut.is_empty() {
+            j.append(json!({
+                "type": "tail_trimmed",
+                "bytes": cut.len(),
+                "text": String::from_utf8_lossy(cut),
+            }))?;
+        }
+        Ok(j)
     }
 
     /// The lines of a journal; a line cut short by a crash is reported, not guessed at.
@@ -159,9 +207,114 @@ impl Journal {
                 .collect::<String>()
         );
         let p = self.dir.join("before").join(&name);
-        let mut f = File::create(&p)?;
+        let mut f = private(p)?;
         f.write_all(content)?;
         f.sync_all()?;
         Ok(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::Journal;
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("wk-journal-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn mode(p: &std::path::Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    /// Before-images and the plan hold secrets: only the operator reads them (the umask of the
+    /// test process is the usual 022, which would leave 0755 and 0644).
+    #[test]
+    fn a_run_directory_is_private() {
+        let root = scratch("modes");
+        let mut j = Journal::create(
+            &root,
+            &serde_json::json!({"a": 1}),
+            "wkctl expand",
+            serde_json::json!({}),
+        )
+        .unwrap();
+        let copy = j
+            .save_before("node-compose@node2", b"WK_JWT_SECRET=x\n")
+            .unwrap();
+        let dir = root.join(&j.run_id);
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join("before")), 0o700);
+        for f in ["plan.json", "journal.jsonl"] {
+            assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
+        }
+        assert_eq!(mode(&dir.join("before").join(copy)), 0o600);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// While a run goes on, its journal is its own: a resume or rollback from another wkctl is
+    /// refused; once the run's process is gone, it is not.
+    #[test]
+    fn a_running_run_cannot_be_resumed_or_rolled_back() {
+        let root = scratch("held");
+        let j = Journal::create(
+            &root,
+            &serde_json::json!({}),
+            "wkctl expand",
+            serde_json::json!({}),
+        )
+        .unwrap();
+        let dir = root.join(&j.run_id);
+        let err = Journal::open(&dir)
+            .err()
+            .expect("refused while the run holds it");
+        assert!(err.to_string().contains("is still going on"), "{err}");
+        drop(j);
+        Journal::open(&dir).expect("the run is over");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// A crash in the middle of a line leaves it cut; going on (resume, rollback) must not
+    /// append after it, or the journal would not read again.
+    #[test]
+    fn a_cut_last_line_is_trimmed_before_anything_is_appended() {
+        let root = scratch("tail");
+        let mut j = Journal::create(
+            &root,
+            &serde_json::json!({}),
+            "wkctl expand",
+            serde_json::json!({}),
+        )
+        .unwrap();
+        j.append(serde_json::json!({"type": "step_started", "step": "a"}))
+            .unwrap();
+        let dir = root.join(&j.run_id);
+        drop(j);
+        let path = dir.join("journal.jsonl");
+        let mut text = std::fs::read(&path).unwrap();
+        text.extend_from_slice(br#"{"type":"before_image","ste"#);
+        std::fs::write(&path, &text).unwrap();
+        assert_eq!(
+            Journal::read(&dir).unwrap().len(),
+            2,
+            "a cut last line is left out"
+        );
+        let mut j = Journal::open(&dir).unwrap();
+        j.append(serde_json::json!({"type": "run_resumed"}))
+            .unwrap();
+        let lines = Journal::read(&dir).unwrap();
+        let types: Vec<&str> = lines.iter().map(|l| l["type"].as_str().unwrap()).collect();
+        assert_eq!(
+            types,
+            ["run_started", "step_started", "tail_trimmed", "run_resumed"]
+        );
+        assert_eq!(lines[2]["text"], r#"{"type":"before_image","ste"#);
+        let seqs: Vec<u64> = lines.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
+        assert_eq!(seqs, [1, 2, 3, 4]);
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use wk_cluster::{Api, Health};
 use wk_compose::{edit, Selector};
+use wk_plan::inventory::Node;
 use wk_plan::inventory::{host_port, PORT_API, PORT_CLUSTER, PORT_MANAGER};
 use wk_plan::Inventory;
 use wk_remote::Remote;
@@ -31,42 +32,149 @@ pub struct NodeStatus {
     pub problems: Vec<String>,
 }
 
+/// What the gateway runs and the cluster says, shared by every node's status.
+struct Seen {
+    /// nginx.conf as the nginx container runs it (the host's file when nginx was not asked).
+    nginx: String,
+    /// Prometheus's running configuration (the host's file when Prometheus was not asked).
+    prom: String,
+    /// What is wrong on the gateway: every node's status carries it.
+    problems: Vec<String>,
+    members: Result<Vec<wk_cluster::NodeInfo>, String>,
+    token: Option<String>,
+}
+
 /// Reads every node's state. A node the cluster does not list is "declared, not deployed".
 pub async fn status<R: Remote + 'static>(
     inv: &Inventory,
     hosts: &BTreeMap<String, Arc<R>>,
 ) -> Vec<NodeStatus> {
-    let seed = inv.seed_node();
-    let gw = inv.gateway_node();
-    let read = |host: &str, path: String| {
-        let r = hosts.get(host).cloned();
-        async move {
-            match r {
-                Some(r) => r
-                    .read_file(&path)
-                    .await
-                    .ok()
-                    .flatten()
-                    .map(|f| String::from_utf8_lossy(&f.content).into_owned()),
-                None => None,
-            }
-        }
+    let mut gw = Gateway {
+        inv,
+        hosts,
+        problems: Vec::new(),
     };
-    let nginx = read(&gw.name, format!("{}/nginx.conf", gw.install_dir))
+    let nginx = gw.nginx().await;
+    let prom = gw.prometheus().await;
+    let problems = gw.problems;
+    let (members, token) = members(inv, hosts).await;
+    let seen = Seen {
+        nginx,
+        prom,
+        problems,
+        members,
+        token,
+    };
+    let mut out = Vec::new();
+    for n in inv.wukongim_nodes() {
+        out.push(node_status(n, hosts, &seen).await);
+    }
+    out
+}
+
+/// A file's text on a host (`None`: no file, or no connection).
+async fn read<R: Remote + 'static>(
+    hosts: &BTreeMap<String, Arc<R>>,
+    host: &str,
+    path: &str,
+) -> Option<String> {
+    crate::facts::read_text(hosts.get(host)?.as_ref(), path)
         .await
-        .unwrap_or_default();
-    let prom = read(
-        &gw.name,
-        wk_plan::plan::join_path(&gw.install_dir, &inv.gateway.prometheus_file),
-    )
-    .await
-    .unwrap_or_default();
-    // The cluster's members as the seed tells them, or (the seed down) the first node that can,
-    // asked as the expansion asks them (with the `token` header WK_MANAGERTOKEN calls for).
+        .ok()
+        .flatten()
+}
+
+/// A file on the gateway, and the gateway's connection when the file is there (a gateway
+/// without it has no service to ask).
+async fn gateway_file<'h, R: Remote + 'static>(
+    hosts: &'h BTreeMap<String, Arc<R>>,
+    gw: &Node,
+    path: String,
+) -> (String, Option<&'h Arc<R>>) {
+    let file = read(hosts, &gw.name, &path).await.unwrap_or_default();
+    let r = hosts.get(&gw.name).filter(|_| !file.is_empty());
+    (file, r)
+}
+
+/// The gateway's nginx and Prometheus, and what is wrong with them.
+struct Gateway<'a, R: Remote> {
+    inv: &'a Inventory,
+    hosts: &'a BTreeMap<String, Arc<R>>,
+    problems: Vec<String>,
+}
+
+impl<R: Remote + 'static> Gateway<'_, R> {
+    /// What nginx runs, not only what the host's file says: a container that bind-mounts a file
+    /// replaced by rename goes on with the old one.
+    async fn nginx(&mut self) -> String {
+        let (inv, hosts, problems) = (self.inv, self.hosts, &mut self.problems);
+        let gw = inv.gateway_node();
+        let (file, Some(r)) =
+            gateway_file(hosts, gw, format!("{}/nginx.conf", gw.install_dir)).await
+        else {
+            return String::new();
+        };
+        let sudo = gw.ssh.sudo != wk_plan::inventory::SudoMode::None;
+        let prog = crate::docker::compose_program(r.as_ref(), sudo).await;
+        let seen = crate::docker::container_file(
+            r.as_ref(),
+            wk_plan::plan::sudo_prefix(gw.ssh.sudo),
+            &gw.install_dir,
+            &prog,
+            "nginx",
+            "/etc/nginx/nginx.conf",
+            sudo,
+        )
+        .await
+        .ok()
+        .flatten();
+        let Some(c) = seen else {
+            problems.push(format!("nginx does not run on {}", gw.name));
+            return String::new();
+        };
+        let c = String::from_utf8_lossy(&c).into_owned();
+        if c != file {
+            problems.push(format!("the nginx container runs another nginx.conf than {}/nginx.conf holds (recreate it: `{prog} up -d --force-recreate nginx` in {})", gw.install_dir, gw.install_dir));
+        }
+        c
+    }
+
+    /// Prometheus's running configuration, asked at `gateway.prometheus_url` through the gateway.
+    async fn prometheus(&mut self) -> String {
+        let (inv, hosts, problems) = (self.inv, self.hosts, &mut self.problems);
+        let gw = inv.gateway_node();
+        let path = wk_plan::plan::join_path(&gw.install_dir, &inv.gateway.prometheus_file);
+        let (_, Some(r)) = gateway_file(hosts, gw, path).await else {
+            return String::new();
+        };
+        let url = &inv.gateway.prometheus_url;
+        let (h, p) = crate::text::url_host_port(url);
+        let running = match r.tunnel(&h, p).await {
+            Ok(t) => wk_cluster::prometheus_config(&gw.name, t.local)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        running.unwrap_or_else(|e| {
+            problems.push(format!(
+                "Prometheus's running configuration cannot be read at {url}: {e}"
+            ));
+            String::new()
+        })
+    }
+}
+
+/// The cluster's members as the seed tells them, or (the seed down) the first node that can,
+/// asked as the expansion asks them (with the `token` header WK_MANAGERTOKEN calls for).
+async fn members<R: Remote + 'static>(
+    inv: &Inventory,
+    hosts: &BTreeMap<String, Arc<R>>,
+) -> (Result<Vec<wk_cluster::NodeInfo>, String>, Option<String>) {
+    let seed = inv.seed_node();
     let mut members = Err(format!("{}: not connected", seed.name));
     let mut token = None;
     for n in std::iter::once(seed).chain(inv.wukongim_nodes().filter(|n| n.name != seed.name)) {
-        let p = crate::run::probe(hosts.get(&n.name).map(|r| r.as_ref()), n).await;
+        let p = crate::facts::probe(hosts.get(&n.name).map(|r| r.as_ref()), n).await;
         let ok = p.members.is_ok();
         if ok || n.name == seed.name {
             members = p.members.map_err(|e| format!("{}: {e}", n.name));
@@ -76,105 +184,139 @@ pub async fn status<R: Remote + 'static>(
             break;
         }
     }
-    let upstream = wk_compose::nginx::upstream_servers(&nginx)
+    (members, token)
+}
+
+/// The image tag of the WuKongIM service (found by image) of a compose file.
+fn image_tag(compose: &str) -> Option<String> {
+    let svc = edit::find_service(compose, &Selector::ImageName("wukongim".into())).ok()?;
+    let doc = wk_compose::value::parse(compose).ok()?;
+    let image = doc.get("services")?.get(&svc)?.get("image")?.scalar()?;
+    Some(
+        image
+            .rsplit_once(':')
+            .map(|(_, t)| t.to_string())
+            .unwrap_or_else(|| "latest".into()),
+    )
+}
+
+/// A member's /health, asked through its host (`-` for a node that is not a member).
+async fn health<R: Remote + 'static>(
+    n: &Node,
+    member: bool,
+    hosts: &BTreeMap<String, Arc<R>>,
+    token: Option<String>,
+    problems: &mut Vec<String>,
+) -> String {
+    if !member {
+        return "-".to_string();
+    }
+    let Some(r) = hosts.get(&n.name) else {
+        problems.push("no SSH connection".into());
+        return "unknown".into();
+    };
+    let answer = match r.tunnel(&n.internal_address, PORT_API).await {
+        Ok(t) => Api::new(&n.name, t.local, token)
+            .health()
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    match answer {
+        Ok(Health::Ok) => "ok".into(),
+        Ok(Health::Error(m)) => {
+            problems.push(format!("/health: {m}"));
+            m
+        }
+        Err(e) => {
+            problems.push(e);
+            "unreachable".into()
+        }
+    }
+}
+
+async fn node_status<R: Remote + 'static>(
+    n: &Node,
+    hosts: &BTreeMap<String, Arc<R>>,
+    seen: &Seen,
+) -> NodeStatus {
+    let member = seen
+        .members
+        .as_ref()
+        .ok()
+        .and_then(|m| m.iter().find(|c| c.id == n.id as u64))
+        .cloned();
+    let mut problems = seen.problems.clone();
+    if let Err(e) = &seen.members {
+        problems.push(format!("cannot read the cluster's members: {e}"));
+    }
+    let compose = read(
+        hosts,
+        &n.name,
+        &format!("{}/docker-compose.yml", n.install_dir),
+    )
+    .await;
+    let image_tag = compose.as_deref().and_then(image_tag);
+    let health = health(
+        n,
+        member.is_some(),
+        hosts,
+        seen.token.clone(),
+        &mut problems,
+    )
+    .await;
+    let upstream = wk_compose::nginx::upstream_servers(&seen.nginx)
         .ok()
         .and_then(|u| u.into_iter().find(|(name, _)| name == "wukongimapi"))
         .map(|(_, servers)| servers)
         .unwrap_or_default();
-    let mut out = Vec::new();
-    for n in inv.wukongim_nodes() {
-        let member = members
-            .as_ref()
-            .ok()
-            .and_then(|m| m.iter().find(|c| c.id == n.id as u64))
-            .cloned();
-        let mut problems = Vec::new();
-        if let Err(e) = &members {
-            problems.push(format!("cannot read the cluster's members: {e}"));
+    let in_nginx = upstream.contains(&host_port(&n.internal_address, PORT_API));
+    // A job targets it, or carries its `id` label (node1's job may target `wukongim:5300`).
+    let in_prometheus = seen
+        .prom
+        .contains(&host_port(&n.internal_address, PORT_MANAGER))
+        || seen.prom.contains(&format!("\"{}\"", n.id));
+    if let Some(m) = &member {
+        if m.status != 3 {
+            problems.push(format!(
+                "status {} {}",
+                m.status,
+                wk_cluster::status_text(m.status)
+            ));
         }
-        let compose = read(&n.name, format!("{}/docker-compose.yml", n.install_dir)).await;
-        let image_tag = compose.as_deref().and_then(|t| {
-            let svc = edit::find_service(t, &Selector::ImageName("wukongim".into())).ok()?;
-            let doc = wk_compose::value::parse(t).ok()?;
-            let image = doc.get("services")?.get(&svc)?.get("image")?.scalar()?;
-            Some(
-                image
-                    .rsplit_once(':')
-                    .map(|(_, t)| t.to_string())
-                    .unwrap_or_else(|| "latest".into()),
-            )
-        });
-        let health = match (&member, hosts.get(&n.name)) {
-            (None, _) => "-".to_string(),
-            (Some(_), None) => {
-                problems.push("no SSH connection".into());
-                "unknown".into()
-            }
-            (Some(_), Some(r)) => match r.tunnel(&n.internal_address, PORT_API).await {
-                Ok(t) => match Api::new(&n.name, t.local, token.clone()).health().await {
-                    Ok(Health::Ok) => "ok".into(),
-                    Ok(Health::Error(m)) => {
-                        problems.push(format!("/health: {m}"));
-                        m
-                    }
-                    Err(e) => {
-                        problems.push(e.to_string());
-                        "unreachable".into()
-                    }
-                },
-                Err(e) => {
-                    problems.push(e.to_string());
-                    "unreachable".into()
-                }
-            },
-        };
-        let in_nginx = upstream.contains(&host_port(&n.internal_address, PORT_API));
-        // A job targets it, or carries its `id` label (node1's job may target `wukongim:5300`).
-        let in_prometheus = prom.contains(&host_port(&n.internal_address, PORT_MANAGER))
-            || prom.contains(&format!("\"{}\"", n.id));
-        if let Some(m) = &member {
-            if m.status != 3 {
-                problems.push(format!(
-                    "status {} {}",
-                    m.status,
-                    wk_cluster::status_text(m.status)
-                ));
-            }
-            if m.online != 1 {
-                problems.push("offline".into());
-            }
-            if m.cluster_addr != host_port(&n.internal_address, PORT_CLUSTER) {
-                problems.push(format!(
-                    "the cluster has it at {}, the inventory at {}",
-                    m.cluster_addr,
-                    host_port(&n.internal_address, PORT_CLUSTER)
-                ));
-            }
-            let clustered = members.as_ref().map(|m| m.len() > 1).unwrap_or(false);
-            if clustered && !in_nginx {
-                problems.push("not in the load balancer's nginx.conf".into());
-            }
-            if !in_prometheus {
-                problems.push("no Prometheus job".into());
-            }
+        if m.online != 1 {
+            problems.push("offline".into());
         }
-        out.push(NodeStatus {
-            name: n.name.clone(),
-            id: n.id,
-            cluster_addr: member.as_ref().map(|m| m.cluster_addr.clone()),
-            online: member.as_ref().is_some_and(|m| m.online == 1),
-            status: member.as_ref().map(|m| m.status).unwrap_or(0),
-            status_text: member
-                .as_ref()
-                .map(|m| wk_cluster::status_text(m.status).to_string())
-                .unwrap_or_else(|| "declared, not deployed".into()),
-            slots: member.as_ref().map(|m| m.slot_count).unwrap_or(0),
-            health,
-            image_tag,
-            in_nginx,
-            in_prometheus,
-            problems,
-        });
+        let want = host_port(&n.internal_address, PORT_CLUSTER);
+        if m.cluster_addr != want {
+            problems.push(format!(
+                "the cluster has it at {}, the inventory at {want}",
+                m.cluster_addr
+            ));
+        }
+        let clustered = seen.members.as_ref().map(|m| m.len() > 1).unwrap_or(false);
+        if clustered && !in_nginx {
+            problems.push("not in the load balancer's nginx.conf".into());
+        }
+        if !in_prometheus {
+            problems.push("no Prometheus job".into());
+        }
     }
-    out
+    NodeStatus {
+        name: n.name.clone(),
+        id: n.id,
+        cluster_addr: member.as_ref().map(|m| m.cluster_addr.clone()),
+        online: member.as_ref().is_some_and(|m| m.online == 1),
+        status: member.as_ref().map(|m| m.status).unwrap_or(0),
+        status_text: member
+            .as_ref()
+            .map(|m| wk_cluster::status_text(m.status).to_string())
+            .unwrap_or_else(|| "declared, not deployed".into()),
+        slots: member.as_ref().map(|m| m.slot_count).unwrap_or(0),
+        health,
+        image_tag,
+        in_nginx,
+        in_prometheus,
+        problems,
+    }
 }

@@ -121,6 +121,66 @@ impl Lab {
         self.ssh_command(host, command)?.output()
     }
 
+    /// The compose command as an operator types it on this host (through sudo where the user
+    /// reaches Docker only that way; a sudo that asks gets the lab user's password, a fixture,
+    /// from a shell builtin, so it is on no command line).
+    pub fn compose_command(&self, host: &str) -> String {
+        let h = self.host(host);
+        let p = &h.profile;
+        let compose = match p.compose {
+            crate::docker::Compose::V2(_) => "docker compose",
+            crate::docker::Compose::V1 => "docker-compose",
+        };
+        match p.access {
+            crate::docker::Access::SudoNoPassword => format!("sudo -n {compose}"),
+            crate::docker::Access::SudoPassword => {
+                format!(
+                    "printf '%s\\n' '{}' | sudo -k -S -p '' {compose}",
+                    h.password
+                )
+            }
+            _ => compose.to_string(),
+        }
+    }
+
+    /// Removes every container, network and volume of the host's Docker Engine (as root on
+    /// this machine, through the engine's socket).
+    pub fn clear_docker(&self, host: &str) -> io::Result<()> {
+        crate::docker::clear(self.host(host))
+    }
+
+    /// The host as new: its engine emptied ([`Lab::clear_docker`]) and its `~/wukongim` removed
+    /// (with what Docker made there as root).
+    pub fn clear_host(&self, host: &str) -> io::Result<()> {
+        self.clear_docker(host)?;
+        match std::fs::remove_dir_all(self.host(host).home.join("wukongim")) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// The host as a test wants it: [`Lab::clear_host`], and the simulator's test settings
+    /// (`~/.config/wksim`) and the tests' scratch dirs (`~/t-*`) gone too.
+    pub fn reset_host(&self, host: &str) -> io::Result<()> {
+        self.clear_host(host)?;
+        let home = &self.host(host).home;
+        match std::fs::remove_dir_all(home.join(".config/wksim")) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        for e in std::fs::read_dir(home)?.flatten() {
+            if e.file_name().to_string_lossy().starts_with("t-") {
+                std::fs::remove_dir_all(e.path())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The host's Docker CLI (as root on this machine, through the engine's socket).
+    pub fn docker(&self, host: &str, args: &[&str]) -> io::Result<String> {
+        crate::docker::docker(self.host(host), args)
+    }
+
     /// Whether `path` exists on a lab host (as its user sees it; `~` is its home).
     pub fn exists(&self, host: &str, path: &str) -> io::Result<bool> {
         Ok(self.ssh(host, &format!("test -e {path}"))?.status.success())
@@ -173,8 +233,8 @@ impl Lab {
     /// waited for: `/health` 200 and the node at status 3.
     pub fn deploy_single(&self, host: &str, o: &SingleNode) -> io::Result<()> {
         let ip = self.host(host).ip.clone();
-        // A clean start: whatever ran there before is stopped and its data removed.
-        let _ = self.ssh(host, "cd ~/wukongim 2>/dev/null && docker-compose down >/dev/null 2>&1; rm -rf ~/wukongim ~/.wk-compose/wukongim");
+        // A clean start: whatever ran there before is removed, its data too.
+        self.clear_host(host)?;
         self.put(
             host,
             "~/wukongim/docker-compose.yml",
@@ -187,7 +247,10 @@ impl Lab {
                 &single_node_prometheus(o),
             )?;
         }
-        self.sh(host, "cd ~/wukongim && docker-compose up -d")?;
+        self.sh(
+            host,
+            &format!("cd ~/wukongim && {} up -d", self.compose_command(host)),
+        )?;
         self.wait_joined(host, &ip, o.node_id, Duration::from_secs(60))
     }
 
@@ -271,8 +334,8 @@ impl Lab {
     }
 }
 
-/// The lab the tests share (`WKLAB_DIR`), with this build's simulator and stand-in installed in it
-/// (once per test binary). `Ok(None)` when no lab is up and `WKLAB_REQUIRED` is unset (the tests
+/// The lab the tests share (`WKLAB_DIR`), with this build's simulator in its WuKongIM image and
+/// `wk-lab` in its bin dir (checked once per test binary; rebuilt only when they changed). `Ok(None)` when no lab is up and `WKLAB_REQUIRED` is unset (the tests
 /// then skip); an error when `WKLAB_REQUIRED` is set and there is none.
 pub fn test_lab() -> Result<Option<Lab>, String> {
     static FRESH: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
@@ -281,7 +344,8 @@ pub fn test_lab() -> Result<Option<Lab>, String> {
             FRESH
                 .get_or_init(|| {
                     crate::install_bin(&l)
-                        .map_err(|e| format!("cannot refresh the lab's binaries: {e}"))
+                        .and_then(|()| crate::docker::ensure_images(&l))
+                        .map_err(|e| format!("cannot refresh the lab's binaries and images: {e}"))
                 })
                 .clone()?;
             Ok(Some(l))

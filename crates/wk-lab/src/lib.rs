@@ -13,8 +13,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-pub mod compose;
 pub mod deploy;
+pub mod docker;
 pub mod http;
 pub mod sim;
 
@@ -42,6 +42,9 @@ pub struct LabHost {
     pub dir: PathBuf,
     /// The host's ed25519 public key line (`ssh-ed25519 AAAA…`).
     pub host_key: String,
+    /// Its compose and how its user reaches Docker.
+    #[serde(default)]
+    pub profile: docker::Profile,
 }
 
 impl LabHost {
@@ -97,8 +100,8 @@ impl Lab {
     pub fn known_hosts(&self) -> PathBuf {
         self.client_dir().join("known_hosts")
     }
-    /// The simulator and the compose stand-in (as `docker` and `docker-compose`), first on every
-    /// lab user's PATH.
+    /// The simulator (built into the WuKongIM image) and `wk-lab` (the engines' OCI runtime
+    /// wrapper calls it).
     pub fn bin_dir(&self) -> PathBuf {
         self.dir.join("bin")
     }
@@ -235,7 +238,7 @@ pub fn lab_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_DIR))
 }
 
-fn run(cmd: &mut Command) -> io::Result<()> {
+pub(crate) fn run(cmd: &mut Command) -> io::Result<()> {
     let out = cmd
         .output()
         .map_err(|e| io::Error::other(format!("{cmd:?}: {e}")))?;
@@ -263,13 +266,15 @@ fn output(cmd: &mut Command) -> io::Result<String> {
     }
 }
 
-fn read_pid(p: &Path) -> Option<u32> {
+pub(crate) fn read_pid(p: &Path) -> Option<u32> {
     fs::read_to_string(p).ok()?.trim().parse().ok()
 }
 
 fn kill(pid: u32) {
+    // Gone already (it ended between the listing and now) is fine.
     let _ = Command::new("kill")
         .args(["-KILL", &pid.to_string()])
+        .stderr(std::process::Stdio::null())
         .status();
 }
 
@@ -342,10 +347,12 @@ pub struct UpOptions {
 }
 
 impl UpOptions {
-    /// `node1`…`nodeN` and a `bastion`, in `WKLAB_DIR` and `WKLAB_SUBNET` (or the defaults).
+    /// `node1`…`nodeN`, a `bastion` and the fleet's odd hosts `mix1`…`mix4` (see
+    /// [`docker::Profile::for_host`]), in `WKLAB_DIR` and `WKLAB_SUBNET` (or the defaults).
     pub fn nodes(n: usize) -> UpOptions {
         let mut hosts: Vec<String> = (1..=n).map(|i| format!("node{i}")).collect();
         hosts.push("bastion".into());
+        hosts.extend((1..=4).map(|i| format!("mix{i}")));
         UpOptions {
             dir: lab_dir(),
             subnet: std::env::var("WKLAB_SUBNET").unwrap_or_else(|_| DEFAULT_SUBNET.into()),
@@ -357,6 +364,10 @@ impl UpOptions {
 
 /// Brings the lab up. Idempotent: the same lab already up is kept as it is (its sshds started
 /// if one was stopped); a different or half-made one in the same dir is torn down and rebuilt.
+#[allow(
+    clippy::too_many_lines,
+    reason = "the lab's bring-up, in the order it must happen"
+)]
 pub fn up(opts: &UpOptions) -> io::Result<Lab> {
     if let Ok(existing) = Lab::load(&opts.dir) {
         let names: Vec<&str> = existing.hosts.iter().map(|h| h.name.as_str()).collect();
@@ -376,7 +387,18 @@ pub fn up(opts: &UpOptions) -> io::Result<Lab> {
                     Command::new("ip").args(["-n", &h.netns, "route", "flush", "type", "prohibit"])
                 )?;
                 existing.start_sshd(h)?;
+                // A test's "daemon not running" fault: its socket moved aside.
+                let away = h.docker_socket().with_extension("sock.away");
+                if away.exists() {
+                    fs::rename(&away, h.docker_socket())?;
+                }
+                docker::spawn(h)?;
             }
+            for h in &existing.hosts {
+                docker::wait_ready(h)?;
+            }
+            install_bin(&existing)?;
+            docker::ensure_images(&existing)?;
             return Ok(existing);
         }
         down(&opts.dir)?;
@@ -445,11 +467,18 @@ pub fn up(opts: &UpOptions) -> io::Result<Lab> {
         ));
         lab.hosts.push(h);
         save(&lab)?;
-        lab.start_sshd(lab.hosts.last().expect("just pushed"))?;
+        let h = lab.hosts.last().expect("just pushed");
+        lab.start_sshd(h)?;
+        docker::prepare(&lab, h)?;
+        docker::spawn(h)?;
     }
     fs::write(lab.known_hosts(), known_hosts)?;
     fs::write(lab.ssh_config(), ssh_config)?;
     save(&lab)?;
+    for h in &lab.hosts {
+        docker::wait_ready(h)?;
+    }
+    docker::ensure_images(&lab)?;
     Ok(lab)
 }
 
@@ -475,12 +504,12 @@ pub fn workspace_binary(name: &str) -> io::Result<PathBuf> {
         })
 }
 
-/// Copies the simulator and the stand-in (as built next to the running binary) into the lab.
+/// Copies the simulator and `wk-lab` (as built next to the running binary) into the lab.
 pub fn install_bin(lab: &Lab) -> io::Result<()> {
     let bin = lab.bin_dir();
     fs::create_dir_all(&bin)?;
     fs::set_permissions(&bin, fs::Permissions::from_mode(0o755))?;
-    for name in ["wk-sim", "wk-compose"] {
+    for name in ["wk-sim", "wk-lab"] {
         let dst = bin.join(name);
         // Replace by rename: a running copy keeps its file.
         let tmp = bin.join(format!(".{name}.new"));
@@ -488,10 +517,6 @@ pub fn install_bin(lab: &Lab) -> io::Result<()> {
         fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))?;
         fs::rename(&tmp, &dst)?;
         fs::set_permissions(&dst, fs::Permissions::from_mode(0o755))?;
-    }
-    for link in ["docker", "docker-compose"] {
-        let _ = fs::remove_file(bin.join(link));
-        std::os::unix::fs::symlink("wk-compose", bin.join(link))?;
     }
     Ok(())
 }
@@ -516,6 +541,7 @@ fn make_host(lab: &Lab, name: &str, index: usize, authorized: &str) -> io::Resul
     let user = format!("{p}-{name}");
     let dir = lab.dir.join("hosts").join(name);
     let home = lab.dir.join("home").join(name);
+    let profile = docker::Profile::for_host(name);
     fs::create_dir_all(&dir)?;
     fs::create_dir_all(home.parent().expect("has parent"))?;
 
@@ -561,10 +587,16 @@ fn make_host(lab: &Lab, name: &str, index: usize, authorized: &str) -> io::Resul
         .arg("-R")
         .arg(format!("{user}:{user}"))
         .arg(&home))?;
-    // sudo for the lab user, asking its password.
+    // sudo for the lab user as its profile says; sudo keeps the session's way to its engine.
     let sudoers = sudoers_file(&user);
-    fs::write(&sudoers, format!("{user} ALL=(ALL) ALL\n"))?;
-    fs::set_permissions(&sudoers, fs::Permissions::from_mode(0o440))?;
+    let _ = fs::remove_file(&sudoers);
+    if let Some(rule) = profile.sudo_rule(&user) {
+        fs::write(
+            &sudoers,
+            format!("Defaults:{user} env_keep += \"DOCKER_HOST DOCKER_CONFIG\"\n{rule}\n"),
+        )?;
+        fs::set_permissions(&sudoers, fs::Permissions::from_mode(0o440))?;
+    }
 
     // sshd: its own host keys, config, pid file and log, listening on the host's address only.
     for kind in ["ed25519", "ecdsa", "rsa"] {
@@ -577,8 +609,22 @@ fn make_host(lab: &Lab, name: &str, index: usize, authorized: &str) -> io::Resul
         .collect::<Vec<_>>()
         .join(" ");
     let d = dir.display();
-    let bin = lab.bin_dir();
-    let bin = bin.display();
+    let host = LabHost {
+        name: name.to_string(),
+        netns,
+        veth,
+        ip: ip.clone(),
+        user: user.clone(),
+        home,
+        password,
+        dir: dir.clone(),
+        host_key,
+        profile,
+    };
+    let set_env: String = docker::session_env(&host)
+        .iter()
+        .map(|(k, v)| format!(" {k}={v}"))
+        .collect();
     fs::write(
         dir.join("sshd_config"),
         format!(
@@ -590,21 +636,11 @@ fn make_host(lab: &Lab, name: &str, index: usize, authorized: &str) -> io::Resul
              PubkeyAuthentication yes\nPasswordAuthentication yes\nKbdInteractiveAuthentication yes\nUsePAM yes\n\
              AllowTcpForwarding yes\nX11Forwarding no\nPrintMotd no\n\
              MaxSessions 64\nMaxStartups 64\n\
-             SetEnv PATH={bin}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin\n\
+             SetEnv{set_env}\n\
              LogLevel VERBOSE\n"
         ),
     )?;
-    Ok(LabHost {
-        name: name.to_string(),
-        netns,
-        veth,
-        ip,
-        user,
-        home,
-        password,
-        dir,
-        host_key,
-    })
+    Ok(host)
 }
 
 fn sudoers_file(user: &str) -> PathBuf {
@@ -630,6 +666,8 @@ pub fn down(dir: &Path) -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
     };
+    // The engines and their containers first (their processes live in namespaces of their own).
+    docker::stop(&lab.hosts);
     for h in &lab.hosts {
         // sshd's session processes outlive the listener and keep the namespace alive: end all.
         for _ in 0..50 {
@@ -665,6 +703,7 @@ pub fn down(dir: &Path) -> io::Result<()> {
         let _ = Command::new("userdel").arg(&ns).output();
         let _ = fs::remove_file(sudoers_file(&ns));
     }
+    docker::unmount_below(&lab.dir);
     fs::remove_dir_all(&lab.dir)?;
     // Check it is really gone.
     let left: Vec<String> = lab

@@ -1,21 +1,25 @@
 //! A WuKongIM v2 node, as seen over HTTP and TCP, for the lab. `docs/simulator.md` lists each
 //! behaviour, whether it is modelled, and its source in FACTS.md.
 //!
-//! Configured as WuKongIM is (`WK_*` environment, its data directory), plus `WKSIM_*` for what
-//! only a simulator has: join delays, faults, the published ports.
+//! Configured as WuKongIM is (`wk.yaml` in its home, `WK_*` environment over it, its data
+//! directory), plus `WKSIM_*` for what only a simulator has: join delays, faults, the ports.
 //!
-//! Between simulators, a protocol of our own on the cluster port (JSON lines): `join` (a new node
-//! asks the seed, which forwards to the config leader) and `sync` (each node sends its config to
-//! every member every tick; the higher version wins). The leader (lowest id among joined, voting,
-//! reachable members, with a quorum of them reachable) promotes joining nodes 1 → 2 → 3, plans slot
-//! migration, and records who is online.
+//! Between simulators, a protocol of our own on the cluster port (JSON lines), every message
+//! one way, over the **sender's own** connection, as WuKongIM's raft transport is: `sync` (each
+//! node pushes its config to every member every tick; the higher version wins), `join` (a new
+//! node asks the seed, which forwards to the config leader; the answer carries no config: the
+//! config reaches the new node only when the members dial it) and `propose_api` (a node asks
+//! the leader to record its API URL). A peer is online only when both directions work: we
+//! reached it, and it reached us, within the last 30 ticks. The leader (lowest id among voting
+//! members online both ways, with a quorum of them) promotes joining nodes 1 → 2 → 3, makes a
+//! new node a learner of every slot, balances slot leaders, and records who is online.
 //!
 //! The simulator is a server program: what it writes to stderr is its log, as WuKongIM's is
-//! (the compose stand-in keeps it for `docker compose logs`).
+//! (Docker keeps it for `docker compose logs`).
 #![allow(clippy::print_stderr)]
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -26,14 +30,17 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::http::{self, Request, Response};
 
+/// WuKongIM's default `WK_CLUSTER_SLOTCOUNT`.
 pub const SLOT_COUNT: u32 = 64;
 pub const SLOT_REPLICAS: usize = 3;
 const STATUS_WILL_JOIN: u8 = 1;
 const STATUS_JOINING: u8 = 2;
 const STATUS_JOINED: u8 = 3;
-/// A member not heard from for this long is offline.
-const OFFLINE_AFTER: Duration = Duration::from_millis(2500);
-const DEFAULT_JWT_SECRET: &str = "wukongim-default-jwt-secret";
+/// A peer not heard from (or not reached) for this many ticks is offline (WuKongIM: 30 ticks
+/// of 200 ms).
+const OFFLINE_TICKS: u32 = 30;
+/// WuKongIM's default JWT secret.
+const DEFAULT_JWT_SECRET: &str = "secret_wukongim";
 
 fn status_format(s: u8) -> &'static str {
     match s {
@@ -72,15 +79,19 @@ pub struct Slot {
     pub id: u32,
     pub leader: u64,
     pub replicas: Vec<u64>,
+    /// A learner being added (`migrate_from == migrate_to`, the learner) or a leader moving.
     #[serde(rename = "migrateFrom")]
     pub migrate_from: u64,
     #[serde(rename = "migrateTo")]
     pub migrate_to: u64,
     /// When the migration is done (ms since the epoch); 0 when not moving.
     pub migrate_until: u64,
+    /// While its leader is being elected (ms since the epoch; 0: not electing): `slot not ready`.
+    #[serde(default)]
+    pub electing_until: u64,
 }
 
-/// The replicated cluster config (what WuKongIM keeps in `cluster/config/remote.json`).
+/// The replicated cluster config (what WuKongIM keeps in `data/cluster/config/remote.json`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ClusterConfig {
     pub version: u64,
@@ -90,7 +101,13 @@ pub struct ClusterConfig {
     pub slots: Vec<Slot>,
 }
 
-/// Everything the simulator reads from its environment.
+impl ClusterConfig {
+    fn has(&self, id: u64) -> bool {
+        self.nodes.iter().any(|n| n.id == id)
+    }
+}
+
+/// Everything the simulator reads from its `wk.yaml` and environment.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub node_id: u64,
@@ -100,32 +117,76 @@ pub struct Settings {
     pub manager_token: Option<String>,
     pub jwt_secret: String,
     pub app_version: String,
-    pub data_dir: PathBuf,
+    /// `WK_CLUSTER_SLOTCOUNT`: the slots a cluster this node creates has, and what its
+    /// `/health` expects every config to have.
+    pub slot_count: u32,
+    /// WuKongIM's root dir (`rootDir`): `data/`, `logs/`, `plugins/` live under it.
+    pub root_dir: PathBuf,
     /// Container port to the port it is published on; unpublished ports are not listened on.
     pub ports: BTreeMap<u16, u16>,
     pub join_delay: Duration,
     pub migrate: Duration,
+    pub election: Duration,
     pub slot_timeout: Duration,
     pub tick: Duration,
     pub stuck_joining: bool,
     pub refuse_joins: bool,
 }
 
+/// `wk.yaml`'s keys as the environment names them (viper: prefix `WK_`, `.` becomes `_`, case
+/// does not matter): `cluster: {nodeId: 7}` is `WK_CLUSTER_NODEID=7`.
+pub fn yaml_as_env(text: &str) -> Result<BTreeMap<String, String>, String> {
+    fn walk(prefix: &str, v: &serde_json::Value, out: &mut BTreeMap<String, String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    walk(&format!("{prefix}_{}", k.to_uppercase()), v, out);
+                }
+            }
+            serde_json::Value::String(s) => {
+                out.insert(prefix.to_string(), s.clone());
+            }
+            serde_json::Value::Null => {}
+            other => {
+                out.insert(prefix.to_string(), other.to_string());
+            }
+        }
+    }
+    if text.trim().is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let v: serde_json::Value =
+        serde_saphyr::from_str(text).map_err(|e| format!("panic: wk.yaml: {e}"))?;
+    let mut out = BTreeMap::new();
+    walk("WK", &v, &mut out);
+    Ok(out)
+}
+
 impl Settings {
-    /// From `WK_*` and `WKSIM_*` variables. Errors are what WuKongIM would die of at start.
+    /// From the home's `wk.yaml` (`WKSIM_HOME`, default `/root/wukongim`, as the image's
+    /// `--config=/root/wukongim/wk.yaml`), then `WK_*` over it, and `WKSIM_*`. Errors are what
+    /// WuKongIM would die of at start.
     pub fn from_env(env: &BTreeMap<String, String>) -> Result<Settings, String> {
+        let home = env
+            .get("WKSIM_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/root/wukongim"));
+        let mut all = match std::fs::read_to_string(home.join("wk.yaml")) {
+            Ok(text) => yaml_as_env(&text)?,
+            Err(_) => BTreeMap::new(),
+        };
+        all.extend(env.iter().map(|(k, v)| (k.clone(), v.clone())));
         let get = |k: &str| {
-            env.get(k)
+            all.get(k)
                 .map(|s| s.trim().to_string())
                 .filter(|s| !s.is_empty())
         };
-        let node_id: u64 = match get("WK_CLUSTER_NODEID") {
-            Some(v) => v
-                .parse()
-                .map_err(|_| format!("WK_CLUSTER_NODEID `{v}` is not a number"))?,
-            None => 1001,
-        };
-        if node_id == 0 || node_id > 1023 {
+        // 0, or what does not parse, silently becomes the default 1001; too large panics.
+        let node_id: u64 = get("WK_CLUSTER_NODEID")
+            .and_then(|v| v.parse().ok())
+            .filter(|id| *id != 0)
+            .unwrap_or(1001);
+        if node_id > 1023 {
             return Err(format!("panic: node id {node_id} out of range (1..=1023)"));
         }
         let seed = match get("WK_CLUSTER_SEED") {
@@ -175,6 +236,15 @@ impl Settings {
                 }
             }
         }
+        // rootDir: relative to the working directory, as WuKongIM resolves it; without one,
+        // the home (~/wukongim).
+        let root_dir = match get("WK_ROOTDIR") {
+            Some(r) if Path::new(&r).is_absolute() => PathBuf::from(r),
+            Some(r) => std::env::current_dir()
+                .map_err(|e| format!("panic: the working directory: {e}"))?
+                .join(r),
+            None => home,
+        };
         Ok(Settings {
             node_id,
             server_addr: get("WK_CLUSTER_SERVERADDR").unwrap_or_default(),
@@ -183,32 +253,43 @@ impl Settings {
             manager_token: get("WK_MANAGERTOKEN"),
             jwt_secret: get("WK_JWT_SECRET").unwrap_or_else(|| DEFAULT_JWT_SECRET.into()),
             app_version: get("WKSIM_APP_VERSION").unwrap_or_else(|| "v2.2.5-20260422".into()),
-            data_dir: get("WKSIM_DATA")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("/root/wukongim")),
+            slot_count: get("WK_CLUSTER_SLOTCOUNT")
+                .and_then(|v| v.parse().ok())
+                .filter(|n| *n > 0)
+                .unwrap_or(SLOT_COUNT),
+            root_dir,
             ports,
             join_delay: ms("WKSIM_JOIN_DELAY_MS", 3000) * slow,
             migrate: ms("WKSIM_MIGRATE_MS", 2000) * slow,
+            election: ms("WKSIM_ELECTION_MS", 1000),
             slot_timeout: get("WKSIM_SLOT_TIMEOUT_SECS")
                 .and_then(|v| v.parse().ok())
                 .map(Duration::from_secs)
                 .unwrap_or(Duration::from_secs(60)),
-            tick: ms("WKSIM_TICK_MS", 300),
+            tick: ms("WKSIM_TICK_MS", 200),
             stuck_joining: faults.contains(&"stuck_joining"),
             refuse_joins: faults.contains(&"refuse_joins"),
         })
     }
 
     pub fn config_file(&self) -> PathBuf {
-        self.data_dir.join("cluster/config/remote.json")
+        self.root_dir.join("data/cluster/config/remote.json")
+    }
+
+    fn offline_after(&self) -> Duration {
+        self.tick * OFFLINE_TICKS
     }
 }
 
 /// The simulator's state.
 pub struct Node {
     pub s: Settings,
+    /// The local copy of the cluster config (`None`: not initialised, an empty remote.json).
     cfg: Mutex<Option<ClusterConfig>>,
-    seen: Mutex<BTreeMap<u64, Instant>>,
+    /// When each peer last took a message we sent over our own connection.
+    reached: Mutex<BTreeMap<u64, Instant>>,
+    /// When each peer's own connection last brought us a message.
+    heard: Mutex<BTreeMap<u64, Instant>>,
     started: Instant,
 }
 
@@ -219,50 +300,56 @@ fn api_host_port(url: &str) -> String {
         .to_string()
 }
 
-fn plan_slots(joined: &[u64], old: &[Slot], now: u64, migrate: Duration) -> Vec<Slot> {
-    let mut ids = joined.to_vec();
-    ids.sort_unstable();
-    (0..SLOT_COUNT)
-        .map(|i| {
-            let want = ids[i as usize % ids.len()];
-            let replicas: Vec<u64> = (0..SLOT_REPLICAS.min(ids.len()))
-                .map(|k| ids[(i as usize + k) % ids.len()])
-                .collect();
-            match old.iter().find(|s| s.id == i) {
-                Some(o) if o.leader != want => Slot {
-                    id: i,
-                    leader: o.leader,
-                    replicas,
-                    migrate_from: o.leader,
-                    migrate_to: want,
-                    migrate_until: now + migrate.as_millis() as u64,
-                },
-                _ => Slot {
-                    id: i,
-                    leader: want,
-                    replicas,
-                    migrate_from: 0,
-                    migrate_to: 0,
-                    migrate_until: 0,
-                },
-            }
+/// Slot `i`'s replicas among `ids` (sorted): three consecutive ids from the slot's own.
+fn replicas_of(i: u32, ids: &[u64]) -> Vec<u64> {
+    (0..SLOT_REPLICAS.min(ids.len()))
+        .map(|k| ids[(i as usize + k) % ids.len()])
+        .collect()
+}
+
+/// A new cluster's slots, all led by its one node.
+fn first_slots(id: u64, count: u32) -> Vec<Slot> {
+    (0..count)
+        .map(|i| Slot {
+            id: i,
+            leader: id,
+            replicas: vec![id],
+            migrate_from: 0,
+            migrate_to: 0,
+            migrate_until: 0,
+            electing_until: 0,
         })
         .collect()
 }
 
 impl Node {
+    /// A node at start: its first boot writes `data/`, `logs/`, `plugins/` and an empty
+    /// `remote.json` (not initialised) before anything else; a first boot without a seed (or
+    /// seeded by itself) makes a cluster of one.
     pub fn new(s: Settings) -> Result<Arc<Node>, String> {
-        let cfg =
-            match std::fs::read(s.config_file()) {
-                Ok(bytes) => Some(serde_json::from_slice::<ClusterConfig>(&bytes).map_err(
-                    |e| format!("panic: cannot read {}: {e}", s.config_file().display()),
-                )?),
-                Err(_) => None,
-            };
+        let root = s.root_dir.clone();
+        for d in ["data/cluster/config", "data/cfglogdb", "logs", "plugins"] {
+            std::fs::create_dir_all(root.join(d))
+                .map_err(|e| format!("panic: cannot create {}: {e}", root.join(d).display()))?;
+        }
+        let file = s.config_file();
+        let cfg = match std::fs::read(&file) {
+            Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => None,
+            Ok(bytes) => Some(
+                serde_json::from_slice::<ClusterConfig>(&bytes)
+                    .map_err(|e| format!("panic: cannot read {}: {e}", file.display()))?,
+            ),
+            Err(_) => {
+                std::fs::write(&file, b"")
+                    .map_err(|e| format!("panic: cannot create {}: {e}", file.display()))?;
+                None
+            }
+        };
         let node = Arc::new(Node {
             s,
             cfg: Mutex::new(cfg),
-            seen: Mutex::new(BTreeMap::new()),
+            reached: Mutex::new(BTreeMap::new()),
+            heard: Mutex::new(BTreeMap::new()),
             started: Instant::now(),
         });
         let first_boot = node.cfg.lock().expect("lock").is_none();
@@ -271,14 +358,13 @@ impl Node {
             Some((id, _)) => *id == node.s.node_id,
         };
         if first_boot && bootstrap {
-            // A first boot without a seed: a cluster of one, joined, leading every slot.
             let me = node.me_member(STATUS_JOINED);
             let cfg = ClusterConfig {
                 version: 1,
                 term: 1,
                 leader: node.s.node_id,
                 nodes: vec![me],
-                slots: plan_slots(&[node.s.node_id], &[], now_ms(), Duration::ZERO),
+                slots: first_slots(node.s.node_id, node.s.slot_count),
             };
             node.store(cfg)?;
         }
@@ -304,6 +390,15 @@ impl Node {
         self.cfg.lock().expect("lock").clone()
     }
 
+    /// Whether this node must (still) join: it has a seed, and the seed's id is not in its
+    /// local config (WuKongIM's `server_join.go`). A config of another cluster joins too.
+    pub fn joining(&self) -> bool {
+        match &self.s.seed {
+            Some((id, _)) if *id != self.s.node_id => self.config().is_none_or(|c| !c.has(*id)),
+            _ => false,
+        }
+    }
+
     fn store(&self, cfg: ClusterConfig) -> Result<(), String> {
         let path = self.s.config_file();
         if let Some(dir) = path.parent() {
@@ -318,10 +413,15 @@ impl Node {
         Ok(())
     }
 
-    /// Adopts a config that is newer than ours.
+    /// Adopts a config that is newer than ours; a joining node adopts the first config of the
+    /// cluster it joins (one with the seed in it), whatever it had.
     fn merge(&self, other: ClusterConfig) {
         let newer = match self.config() {
-            Some(mine) => (other.version, other.term) > (mine.version, mine.term),
+            Some(mine) => {
+                (other.version, other.term) > (mine.version, mine.term)
+                    || (self.joining()
+                        && self.s.seed.as_ref().is_some_and(|(id, _)| other.has(*id)))
+            }
             None => true,
         };
         if newer {
@@ -329,17 +429,19 @@ impl Node {
         }
     }
 
+    /// Online both ways: we reached it, and it reached us, within the offline time.
     fn is_online(&self, id: u64) -> bool {
-        id == self.s.node_id
-            || self
-                .seen
-                .lock()
+        let fresh = |m: &Mutex<BTreeMap<u64, Instant>>| {
+            m.lock()
                 .expect("lock")
                 .get(&id)
-                .is_some_and(|t| t.elapsed() < OFFLINE_AFTER)
+                .is_some_and(|t| t.elapsed() < self.s.offline_after())
+        };
+        id == self.s.node_id || (fresh(&self.reached) && fresh(&self.heard))
     }
 
-    /// Health as `/health` reports it: `None` when ok, else WuKongIM's message.
+    /// Health as `/health` reports it, from the local config only (WuKongIM never checks that
+    /// a leader is alive): `None` when ok, else WuKongIM's message.
     pub fn health(&self) -> Option<&'static str> {
         let Some(cfg) = self.config() else {
             return Some("no slots");
@@ -347,25 +449,25 @@ impl Node {
         if cfg.slots.is_empty() {
             return Some("no slots");
         }
-        if cfg.slots.len() != SLOT_COUNT as usize {
+        if cfg.slots.len() != self.s.slot_count as usize {
             return Some("slot count not match");
         }
-        let leaders_online = cfg
-            .slots
-            .iter()
-            .all(|s| self.is_online(s.leader) && cfg.nodes.iter().any(|n| n.id == s.leader));
-        if !leaders_online {
+        if cfg.slots.iter().any(|s| s.leader == 0) {
             return Some("slot leader not found");
+        }
+        if cfg.slots.iter().any(|s| s.electing_until != 0) {
+            return Some("slot not ready");
         }
         None
     }
 
-    /// The config leader in our view: lowest joined voter we can reach, if a quorum is reachable.
+    /// The config leader in our live view: the lowest voter (status 2 or 3) online both ways,
+    /// if a quorum of voters is.
     fn leader_view(&self, cfg: &ClusterConfig) -> Option<u64> {
         let voters: Vec<u64> = cfg
             .nodes
             .iter()
-            .filter(|n| n.status == STATUS_JOINED && n.allow_vote)
+            .filter(|n| n.status >= STATUS_JOINING && n.allow_vote)
             .map(|n| n.id)
             .collect();
         let reachable: Vec<u64> = voters
@@ -386,16 +488,27 @@ impl Node {
             return;
         }
         let now = now_ms();
-        let delay = self.s.join_delay.as_millis() as u64;
         let mut changed = false;
         if cfg.leader != self.s.node_id {
             cfg.leader = self.s.node_id;
             cfg.term += 1;
             changed = true;
         }
-        let mut promoted_to_joined = false;
+        changed |= self.promote(&mut cfg, now);
+        changed |= self.move_slots(&mut cfg, now);
+        if changed {
+            cfg.version += 1;
+            let _ = self.store(cfg);
+        }
+    }
+
+    /// Who is online, and joining nodes 1 → 2 → 3; at 3 a node becomes a learner of every slot.
+    fn promote(&self, cfg: &mut ClusterConfig, now: u64) -> bool {
+        let delay = self.s.join_delay.as_millis() as u64;
+        let mut changed = false;
+        let mut learners = Vec::new();
         for n in cfg.nodes.iter_mut() {
-            let online = n.id == self.s.node_id || self.is_online(n.id);
+            let online = self.is_online(n.id);
             if n.online != online {
                 n.online = online;
                 if !online {
@@ -415,58 +528,92 @@ impl Node {
             {
                 n.status = STATUS_JOINED;
                 n.since = now;
-                promoted_to_joined = true;
+                learners.push(n.id);
                 changed = true;
             }
         }
-        if promoted_to_joined {
-            let joined: Vec<u64> = cfg
-                .nodes
-                .iter()
-                .filter(|n| n.status == STATUS_JOINED)
-                .map(|n| n.id)
-                .collect();
-            cfg.slots = plan_slots(&joined, &cfg.slots, now, self.s.migrate);
+        for id in learners {
+            for s in cfg.slots.iter_mut().filter(|s| !s.replicas.contains(&id)) {
+                s.migrate_from = id;
+                s.migrate_to = id;
+                s.migrate_until = now + self.s.migrate.as_millis() as u64;
+            }
         }
-        // A slot whose leader went offline elects another among its replicas when a majority
-        // of them is online (three replicas: one node may be lost; two nodes survive none).
+        changed
+    }
+
+    /// Slot work: learners promoted to replicas, leaders balanced once every node is at 3 and
+    /// nothing moves, leaders moved, and a slot whose leader went offline elected again (while
+    /// it elects, `/health` says `slot not ready`).
+    fn move_slots(&self, cfg: &mut ClusterConfig, now: u64) -> bool {
+        let mut changed = false;
+        let mut joined: Vec<u64> = cfg
+            .nodes
+            .iter()
+            .filter(|n| n.status == STATUS_JOINED)
+            .map(|n| n.id)
+            .collect();
+        joined.sort_unstable();
+        let election = self.s.election.as_millis() as u64;
         for s in cfg.slots.iter_mut() {
-            if s.migrate_to == 0 && !self.is_online(s.leader) {
+            if s.migrate_to != 0 && now >= s.migrate_until && self.is_online(s.migrate_to) {
+                if s.migrate_from == s.migrate_to {
+                    // A learner caught up: the slot's replicas are its three among the joined.
+                    s.replicas = replicas_of(s.id, &joined);
+                    if !s.replicas.contains(&s.leader) {
+                        s.replicas[0] = s.leader;
+                    }
+                } else {
+                    s.leader = s.migrate_to;
+                }
+                s.migrate_from = 0;
+                s.migrate_to = 0;
+                s.migrate_until = 0;
+                changed = true;
+            }
+            if s.migrate_to == 0 && s.electing_until == 0 && !self.is_online(s.leader) {
+                s.electing_until = now + election;
+                changed = true;
+            }
+            if s.electing_until != 0 && now >= s.electing_until {
                 let online: Vec<u64> = s
                     .replicas
                     .iter()
                     .copied()
                     .filter(|r| self.is_online(*r))
                     .collect();
-                if online.len() * 2 > s.replicas.len() {
+                if self.is_online(s.leader) {
+                    s.electing_until = 0;
+                    changed = true;
+                } else if online.len() * 2 > s.replicas.len() {
                     s.leader = online[0];
+                    s.electing_until = 0;
                     changed = true;
                 }
             }
         }
-        for s in cfg.slots.iter_mut() {
-            if s.migrate_to != 0 && now >= s.migrate_until && self.is_online(s.migrate_to) {
-                s.leader = s.migrate_to;
-                s.migrate_from = 0;
-                s.migrate_to = 0;
-                s.migrate_until = 0;
-                changed = true;
+        let all_joined = cfg.nodes.iter().all(|n| n.status == STATUS_JOINED);
+        let quiet = cfg
+            .slots
+            .iter()
+            .all(|s| s.migrate_to == 0 && s.electing_until == 0);
+        if all_joined && quiet && !joined.is_empty() {
+            for s in cfg.slots.iter_mut() {
+                let want = joined[s.id as usize % joined.len()];
+                if s.leader != want && s.replicas.contains(&want) && self.is_online(want) {
+                    s.migrate_from = s.leader;
+                    s.migrate_to = want;
+                    s.migrate_until = now + self.s.migrate.as_millis() as u64;
+                    changed = true;
+                }
             }
         }
-        if changed {
-            cfg.version += 1;
-            let _ = self.store(cfg);
-        }
+        changed
     }
 
-    /// The join request as the config leader handles it.
-    fn accept_join(
-        &self,
-        id: u64,
-        cluster_addr: String,
-        api: String,
-        version: String,
-    ) -> Result<ClusterConfig, String> {
+    /// The join request as the config leader handles it. A taken id: the whole entry is
+    /// replaced (status back to 1, no API URL; WuKongIM #497).
+    fn accept_join(&self, id: u64, cluster_addr: String, version: String) -> Result<(), String> {
         if self.s.refuse_joins {
             return Err("join refused (WKSIM_FAULT=refuse_joins)".into());
         }
@@ -474,31 +621,52 @@ impl Node {
         if self.leader_view(&cfg) != Some(self.s.node_id) {
             return Err("not the config leader".into());
         }
-        let now = now_ms();
         let entry = Member {
             id,
             cluster_addr,
-            api_server_addr: api,
+            api_server_addr: String::new(),
             status: STATUS_WILL_JOIN,
-            since: now,
+            since: now_ms(),
             allow_vote: true,
-            online: true,
+            online: false,
             offline_count: 0,
             last_offline: 0,
             app_version: version,
         };
         match cfg.nodes.iter_mut().find(|n| n.id == id) {
-            // A join with a taken id silently replaces that node's entry (WuKongIM #497).
-            Some(existing) => {
-                existing.cluster_addr = entry.cluster_addr;
-                existing.api_server_addr = entry.api_server_addr;
-                existing.app_version = entry.app_version;
-            }
+            Some(existing) => *existing = entry,
             None => cfg.nodes.push(entry),
         }
+        cfg.nodes.sort_by_key(|n| n.id);
         cfg.version += 1;
-        self.store(cfg.clone())?;
-        Ok(cfg)
+        self.store(cfg)
+    }
+
+    /// A member's API URL, as the leader records it.
+    fn accept_api(&self, id: u64, api: String) -> Result<(), String> {
+        let mut cfg = self.config().ok_or("this node has no cluster config yet")?;
+        if self.leader_view(&cfg) != Some(self.s.node_id) {
+            return Err("not the config leader".into());
+        }
+        let Some(n) = cfg.nodes.iter_mut().find(|n| n.id == id) else {
+            return Err(format!("node {id} is not a member"));
+        };
+        if n.api_server_addr != api {
+            n.api_server_addr = api;
+            cfg.version += 1;
+            self.store(cfg)?;
+        }
+        Ok(())
+    }
+
+    /// The leader's cluster address in our live view.
+    fn leader_addr(&self) -> Option<(u64, String)> {
+        let cfg = self.config()?;
+        let l = self.leader_view(&cfg)?;
+        cfg.nodes
+            .iter()
+            .find(|n| n.id == l)
+            .map(|n| (l, n.cluster_addr.clone()))
     }
 
     async fn handle_cluster_msg(self: &Arc<Self>, line: &str) -> serde_json::Value {
@@ -508,46 +676,40 @@ impl Node {
         match msg["type"].as_str() {
             Some("sync") => {
                 if let Some(from) = msg["from"].as_u64() {
-                    self.seen.lock().expect("lock").insert(from, Instant::now());
+                    self.heard
+                        .lock()
+                        .expect("lock")
+                        .insert(from, Instant::now());
                 }
                 if let Ok(cfg) = serde_json::from_value::<ClusterConfig>(msg["cfg"].clone()) {
                     self.merge(cfg);
                 }
-                json!({"ok": true, "from": self.s.node_id, "cfg": self.config()})
+                json!({"ok": true})
             }
-            Some("join") => {
-                let id = msg["id"].as_u64().unwrap_or(0);
-                let addr = msg["cluster_addr"].as_str().unwrap_or("").to_string();
-                let api = msg["api_url"].as_str().unwrap_or("").to_string();
-                let version = msg["app_version"].as_str().unwrap_or("").to_string();
-                let Some(cfg) = self.config() else {
-                    return json!({"ok": false, "error": "the seed has no cluster config"});
+            Some("join") | Some("propose_api") => {
+                let Some((l, leader_addr)) = self.leader_addr() else {
+                    return json!({"ok": false, "error": "no config leader: a quorum of members is unreachable"});
                 };
-                match self.leader_view(&cfg) {
-                    Some(l) if l == self.s.node_id => {
-                        match self.accept_join(id, addr, api, version) {
-                            Ok(cfg) => json!({"ok": true, "cfg": cfg}),
-                            Err(e) => json!({"ok": false, "error": e}),
+                if l != self.s.node_id {
+                    // Forwarded to the config leader, once, over our own connection.
+                    return match call(&leader_addr, &msg, Duration::from_secs(2)).await {
+                        Ok(v) => v,
+                        Err(e) => {
+                            json!({"ok": false, "error": format!("forwarding to leader {l}: {e}")})
                         }
-                    }
-                    Some(l) => {
-                        // Forward to the config leader, once.
-                        let leader_addr = cfg
-                            .nodes
-                            .iter()
-                            .find(|n| n.id == l)
-                            .map(|n| n.cluster_addr.clone())
-                            .unwrap_or_default();
-                        match call(&leader_addr, &msg, Duration::from_secs(2)).await {
-                            Ok(v) => v,
-                            Err(e) => {
-                                json!({"ok": false, "error": format!("forwarding to leader {l}: {e}")})
-                            }
-                        }
-                    }
-                    None => {
-                        json!({"ok": false, "error": "no config leader: a quorum of members is unreachable"})
-                    }
+                    };
+                }
+                let id = msg["id"].as_u64().unwrap_or(0);
+                let done = if msg["type"] == "join" {
+                    let addr = msg["cluster_addr"].as_str().unwrap_or("").to_string();
+                    let version = msg["app_version"].as_str().unwrap_or("").to_string();
+                    self.accept_join(id, addr, version)
+                } else {
+                    self.accept_api(id, msg["api_url"].as_str().unwrap_or("").to_string())
+                };
+                match done {
+                    Ok(()) => json!({"ok": true}),
+                    Err(e) => json!({"ok": false, "error": e}),
                 }
             }
             _ => json!({"ok": false, "error": "unknown message"}),
@@ -557,47 +719,54 @@ impl Node {
     // -----------------------------------------------------------------------------------------
     // The HTTP API.
 
-    fn node_json(&self, cfg: &ClusterConfig, m: &Member, extended: bool) -> serde_json::Value {
+    /// A member as the API shows it; `leader` is the live config leader (`is_leader` comes from
+    /// the raft, not from the config).
+    fn node_json(
+        &self,
+        cfg: &ClusterConfig,
+        m: &Member,
+        leader: Option<u64>,
+        extended: bool,
+    ) -> serde_json::Value {
         let slot_count = cfg
             .slots
             .iter()
             .filter(|s| s.replicas.contains(&m.id))
             .count();
         let slot_leaders = cfg.slots.iter().filter(|s| s.leader == m.id).count();
+        // WuKongIM omits every zero value but those of id, role, cluster_addr and allow_vote.
         let mut o = serde_json::Map::new();
-        o.insert("id".into(), json!(m.id));
-        if cfg.leader == m.id {
-            o.insert("is_leader".into(), json!(1));
+        let mut put = |k: &str, v: serde_json::Value, keep: bool| {
+            let zero = v == json!(0) || v == json!("");
+            if keep || !zero {
+                o.insert(k.into(), v);
+            }
+        };
+        put("id", json!(m.id), true);
+        put("is_leader", json!(u8::from(leader == Some(m.id))), false);
+        put("role", json!(0), true);
+        put("cluster_addr", json!(m.cluster_addr), true);
+        put("api_server_addr", json!(m.api_server_addr), false);
+        put("online", json!(u8::from(m.online)), false);
+        put("allow_vote", json!(u8::from(m.allow_vote)), true);
+        put("slot_count", json!(slot_count), false);
+        put("slot_leader_count", json!(slot_leaders), false);
+        put("status", json!(m.status), false);
+        put("status_format", json!(status_format(m.status)), false);
+        put("offline_count", json!(m.offline_count), false);
+        if m.last_offline != 0 {
+            put("last_offline", json!(last_offline(m.last_offline)), false);
         }
-        o.insert("role".into(), json!(0));
-        o.insert("cluster_addr".into(), json!(m.cluster_addr));
-        if !m.api_server_addr.is_empty() {
-            o.insert("api_server_addr".into(), json!(m.api_server_addr));
-        }
-        if m.online {
-            o.insert("online".into(), json!(1));
-        }
-        o.insert("allow_vote".into(), json!(if m.allow_vote { 1 } else { 0 }));
-        o.insert("slot_count".into(), json!(slot_count));
-        o.insert("slot_leader_count".into(), json!(slot_leaders));
-        if m.status != 0 {
-            o.insert("status".into(), json!(m.status));
-        }
-        o.insert("status_format".into(), json!(status_format(m.status)));
-        o.insert("offline_count".into(), json!(m.offline_count));
-        o.insert("last_offline".into(), json!(m.last_offline));
         if extended {
-            o.insert(
-                "uptime".into(),
-                json!(if m.id == self.s.node_id {
-                    format!("{}s", self.started.elapsed().as_secs())
-                } else {
-                    String::new()
-                }),
-            );
-            o.insert("app_version".into(), json!(m.app_version));
-            o.insert("config_version".into(), json!(cfg.version));
-            o.insert("term".into(), json!(cfg.term));
+            let uptime = if m.id == self.s.node_id {
+                format!("{}s", self.started.elapsed().as_secs())
+            } else {
+                String::new()
+            };
+            put("uptime", json!(uptime), false);
+            put("app_version", json!(m.app_version), false);
+            put("config_version", json!(cfg.version), false);
+            put("term", json!(cfg.term), false);
         }
         serde_json::Value::Object(o)
     }
@@ -611,7 +780,7 @@ impl Node {
                 .map(|m| (c, m))
         }) {
             Some((c, m)) => {
-                let mut v = self.node_json(c, m, true);
+                let mut v = self.node_json(c, m, self.leader_view(c), true);
                 v["uptime"] = json!(format!("{}s", self.started.elapsed().as_secs()));
                 v
             }
@@ -624,11 +793,15 @@ impl Node {
                     nodes: vec![],
                     slots: vec![],
                 };
-                self.node_json(&empty, &m, true)
+                self.node_json(&empty, &m, None, true)
             }
         }
     }
 
+    #[allow(
+        clippy::too_many_lines,
+        reason = "the simulated API's routes, one arm each, read as one table"
+    )]
     async fn api(self: Arc<Self>, req: Request, manager: bool) -> Response {
         let needs_token = self.s.manager_token.is_some()
             && (req.path == "/health" || req.path.starts_with("/cluster/"));
@@ -672,12 +845,17 @@ impl Node {
                     Response::json(500, &json!({"status": "error", "message": "no slots"}))
                 }
                 "/cluster/node" => Response::json(200, &self.local_node_json()),
-                _ => Response::json(
-                    400,
-                    &json!({"msg": "cluster config not ready", "status": 400}),
-                ),
+                // No config: no members to list; no leader to forward to.
+                "/cluster/simpleNodes" | "/cluster/nodes" => {
+                    Response::json(200, &json!({"total": 0, "data": []}))
+                }
+                "/cluster/info" => {
+                    Response::json(400, &json!({"msg": "leader not found", "status": 400}))
+                }
+                _ => Response::json(404, &json!({"msg": "404 page not found", "status": 404})),
             };
         };
+        let leader = self.leader_view(&cfg);
         match req.path.as_str() {
             "/health" => match self.health() {
                 None => Response::json(200, &json!({"status": "ok"})),
@@ -687,66 +865,30 @@ impl Node {
                 let data: Vec<_> = cfg
                     .nodes
                     .iter()
-                    .map(|m| self.node_json(&cfg, m, false))
+                    .map(|m| self.node_json(&cfg, m, leader, false))
                     .collect();
                 Response::json(200, &json!({"total": data.len(), "data": data}))
             }
-            "/cluster/nodes" => {
-                // Asks every online node for itself; one failure fails the whole answer.
-                let mut data = Vec::new();
-                for m in cfg.nodes.iter().filter(|m| m.online) {
-                    if m.id == self.s.node_id {
-                        data.push(self.local_node_json());
-                        continue;
-                    }
-                    let addr = api_host_port(&m.api_server_addr);
-                    let mut headers = Vec::new();
-                    if let Some(t) = &self.s.manager_token {
-                        headers.push(("token", t.as_str()));
-                    }
-                    match http::get(&addr, "/cluster/node", &headers, Duration::from_secs(2)).await
-                    {
-                        Ok((200, body)) => match serde_json::from_slice::<serde_json::Value>(&body)
-                        {
-                            Ok(v) => data.push(v),
-                            Err(e) => {
-                                return Response::json(
-                                    400,
-                                    &json!({"msg": format!("node {}: {e}", m.id), "status": 400}),
-                                )
-                            }
-                        },
-                        Ok((code, _)) => {
-                            return Response::json(
-                                400,
-                                &json!({"msg": format!("node {} answered {code}", m.id), "status": 400}),
-                            )
-                        }
-                        Err(e) => {
-                            return Response::json(
-                                400,
-                                &json!({"msg": format!("node {}: {e}", m.id), "status": 400}),
-                            )
-                        }
-                    }
-                }
-                Response::json(200, &json!({"total": data.len(), "data": data}))
-            }
+            "/cluster/nodes" => self.nodes(&cfg, leader).await,
             "/cluster/node" => Response::json(200, &self.local_node_json()),
+            // Forwarded to the config leader: none without a quorum.
+            "/cluster/info" if leader.is_none() => {
+                Response::json(400, &json!({"msg": "leader not found", "status": 400}))
+            }
             "/cluster/info" => {
                 let nodes: Vec<_> = cfg
                     .nodes
                     .iter()
-                    .map(|m| self.node_json(&cfg, m, false))
+                    .map(|m| self.node_json(&cfg, m, leader, false))
                     .collect();
                 let slots: Vec<_> = cfg
                     .slots
                     .iter()
-                    .map(|s| json!({"id": s.id, "leader": s.leader, "replicas": s.replicas, "term": cfg.term, "migrateFrom": s.migrate_from, "migrateTo": s.migrate_to}))
+                    .map(|s| json!({"id": s.id, "leader": s.leader, "replicas": s.replicas, "term": cfg.term, "migrateFrom": s.migrate_from, "migrateTo": s.migrate_to, "status": if s.electing_until != 0 { 1 } else { 0 }}))
                     .collect();
                 Response::json(
                     200,
-                    &json!({"version": cfg.version, "term": cfg.term, "leader": cfg.leader, "nodes": nodes, "slots": slots}),
+                    &json!({"version": cfg.version, "term": cfg.term, "leader": leader, "nodes": nodes, "slots": slots}),
                 )
             }
             "/varz" => Response::json(
@@ -755,6 +897,44 @@ impl Node {
             ),
             _ => Response::json(404, &json!({"msg": "404 page not found", "status": 404})),
         }
+    }
+
+    /// `/cluster/nodes`: every member of the config, sorted by id; each online one asked for
+    /// itself (its answer's status code ignored, no time limit, as WuKongIM), an offline one as
+    /// the config has it. One that cannot be asked fails the whole answer (400).
+    async fn nodes(&self, cfg: &ClusterConfig, leader: Option<u64>) -> Response {
+        let mut data = Vec::new();
+        let mut members = cfg.nodes.clone();
+        members.sort_by_key(|m| m.id);
+        for m in &members {
+            if m.id == self.s.node_id {
+                data.push(self.local_node_json());
+                continue;
+            }
+            if !m.online {
+                data.push(self.node_json(cfg, m, leader, true));
+                continue;
+            }
+            let addr = api_host_port(&m.api_server_addr);
+            let mut headers = Vec::new();
+            if let Some(t) = &self.s.manager_token {
+                headers.push(("token", t.as_str()));
+            }
+            let fail = |e: String| {
+                Response::json(
+                    400,
+                    &json!({"msg": format!("node {}: {e}", m.id), "status": 400}),
+                )
+            };
+            match http::get(&addr, "/cluster/node", &headers, Duration::from_secs(3600)).await {
+                Ok((_, body)) => match serde_json::from_slice::<serde_json::Value>(&body) {
+                    Ok(v) => data.push(v),
+                    Err(e) => return fail(e.to_string()),
+                },
+                Err(e) => return fail(e),
+            }
+        }
+        Response::json(200, &json!({"total": data.len(), "data": data}))
     }
 
     fn metrics(&self) -> String {
@@ -857,6 +1037,10 @@ async fn bind(port: u16) -> std::io::Result<TcpListener> {
 }
 
 /// Runs the node until it dies. Returns the process exit code.
+#[allow(
+    clippy::too_many_lines,
+    reason = "a node's listeners, started in the order WuKongIM starts them"
+)]
 pub async fn run(node: Arc<Node>) -> i32 {
     let s = node.s.clone();
     let port = |c: u16| s.ports.get(&c).copied();
@@ -975,54 +1159,30 @@ pub async fn run(node: Arc<Node>) -> i32 {
         }
     }
 
-    let mut last_join_try: Option<Instant> = None;
+    let mut next_join = Instant::now() + Duration::from_secs(2);
     let mut ever_healthy = false;
     loop {
-        // Join through the seed while we have no config (every 2 s, as WuKongIM).
-        if node.config().is_none() {
+        // Joining: the first request about 2 s after start, then 2 s after each attempt ends
+        // (each may take its 5 s timeout). The answer carries no config: the members' own
+        // connections bring it.
+        if node.joining() && Instant::now() >= next_join {
             if let Some((_, seed_addr)) = &s.seed {
-                if last_join_try.is_none_or(|t| t.elapsed() >= Duration::from_secs(2)) {
-                    last_join_try = Some(Instant::now());
-                    let msg = json!({"type": "join", "id": s.node_id, "cluster_addr": s.server_addr, "api_url": s.api_url, "app_version": s.app_version});
-                    match call(seed_addr, &msg, Duration::from_secs(2)).await {
-                        Ok(v) if v["ok"] == true => {
-                            if let Ok(cfg) =
-                                serde_json::from_value::<ClusterConfig>(v["cfg"].clone())
-                            {
-                                node.merge(cfg);
-                            }
-                        }
-                        Ok(v) => eprintln!("join via seed {seed_addr} refused: {}", v["error"]),
-                        Err(e) => eprintln!("join via seed {seed_addr}: {e}"),
-                    }
+                let msg = json!({"type": "join", "id": s.node_id, "cluster_addr": s.server_addr, "app_version": s.app_version});
+                match call(seed_addr, &msg, Duration::from_secs(5)).await {
+                    Ok(v) if v["ok"] == true => {}
+                    Ok(v) => eprintln!("join via seed {seed_addr} refused: {}", v["error"]),
+                    Err(e) => eprintln!("join via seed {seed_addr}: {e}"),
                 }
             }
+            next_join = Instant::now() + Duration::from_secs(2);
         }
-        // Sync with every member.
         if let Some(cfg) = node.config() {
-            let msg = json!({"type": "sync", "from": s.node_id, "cfg": cfg});
-            let peers: Vec<(u64, String)> = cfg
-                .nodes
-                .iter()
-                .filter(|n| n.id != s.node_id)
-                .map(|n| (n.id, n.cluster_addr.clone()))
-                .collect();
-            let calls = peers.into_iter().map(|(id, addr)| {
-                let msg = msg.clone();
-                let node = node.clone();
-                async move {
-                    if let Ok(v) = call(&addr, &msg, Duration::from_millis(800)).await {
-                        node.seen.lock().expect("lock").insert(id, Instant::now());
-                        if let Ok(cfg) = serde_json::from_value::<ClusterConfig>(v["cfg"].clone()) {
-                            node.merge(cfg);
-                        }
-                    }
-                }
-            });
-            futures_join_all(calls).await;
+            sync(&node, &cfg).await;
             node.lead();
+            propose_api(&node).await;
         }
-        // Without slot leaders within the first minute after start, WuKongIM panics (#197).
+        // Without ready slots in its local config within the first minute after start,
+        // WuKongIM panics (`MustWaitAllSlotsReady`, #197).
         ever_healthy |= node.health().is_none();
         if !ever_healthy && node.started.elapsed() >= s.slot_timeout {
             eprintln!(
@@ -1034,6 +1194,77 @@ pub async fn run(node: Arc<Node>) -> i32 {
         }
         tokio::time::sleep(s.tick).await;
     }
+}
+
+/// Our config, pushed to every other member over our own connection to its cluster address.
+async fn sync(node: &Arc<Node>, cfg: &ClusterConfig) {
+    let me = node.s.node_id;
+    let msg = json!({"type": "sync", "from": me, "cfg": cfg});
+    let calls = cfg
+        .nodes
+        .iter()
+        .filter(|n| n.id != me)
+        .map(|n| (n.id, n.cluster_addr.clone()))
+        .map(|(id, addr)| {
+            let msg = msg.clone();
+            let node = node.clone();
+            async move {
+                if let Ok(v) = call(&addr, &msg, Duration::from_millis(800)).await {
+                    if v["ok"] == true {
+                        node.reached
+                            .lock()
+                            .expect("lock")
+                            .insert(id, Instant::now());
+                    }
+                }
+            }
+        });
+    futures_join_all(calls).await;
+}
+
+/// A member whose recorded API URL is not its own `WK_CLUSTER_APIURL` proposes it to the
+/// leader: after it joined (a join request carries none), and on a boot where it changed.
+async fn propose_api(node: &Arc<Node>) {
+    let s = &node.s;
+    let Some(cfg) = node.config() else { return };
+    let mismatch = cfg
+        .nodes
+        .iter()
+        .find(|n| n.id == s.node_id)
+        .is_some_and(|n| n.api_server_addr != s.api_url);
+    if !mismatch || node.joining() {
+        return;
+    }
+    let Some((_, addr)) = node.leader_addr() else {
+        return;
+    };
+    let msg = json!({"type": "propose_api", "id": s.node_id, "api_url": s.api_url});
+    if node.leader_view(&cfg) == Some(s.node_id) {
+        let _ = node.accept_api(s.node_id, s.api_url.clone());
+    } else if let Err(e) = call(&addr, &msg, Duration::from_secs(2)).await {
+        eprintln!("proposing the API URL to the leader: {e}");
+    }
+}
+
+/// `last_offline` as WuKongIM writes it: `2006-01-02 15:04`, Asia/Shanghai (UTC+8).
+fn last_offline(secs: u64) -> String {
+    let t = secs + 8 * 3600;
+    let (days, rest) = (t / 86400, t % 86400);
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}",
+        rest / 3600,
+        rest % 3600 / 60
+    )
 }
 
 struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);

@@ -392,6 +392,15 @@ struct Validator<'a> {
     problems: Vec<Diagnostic>,
 }
 
+/// What the nodes checked so far use: names (with their line), ids (with node and line) and
+/// internal addresses (with node), each of which must be a node's own.
+#[derive(Default)]
+struct Seen {
+    names: BTreeMap<String, u64>,
+    ids: BTreeMap<i64, (String, u64)>,
+    internals: BTreeMap<String, String>,
+}
+
 fn at<T>(s: &Spanned<T>) -> Option<Location> {
     Some(s.referenced)
 }
@@ -406,19 +415,7 @@ impl Validator<'_> {
     }
 
     fn inventory(&mut self, raw: RawInventory) -> Option<Inventory> {
-        let cluster = raw.cluster.value.trim().to_string();
-        if cluster.is_empty()
-            || !cluster
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        {
-            self.err(
-                at(&raw.cluster),
-                format!("cluster name `{}` is not usable", raw.cluster.value),
-                "use letters, digits, `-`, `_` or `.`, e.g. `cluster: wukongim-prod`",
-            );
-        }
-
+        let cluster = self.cluster(&raw.cluster);
         let defaults = raw.ssh.as_ref();
         if let Some(host) = defaults.and_then(|s| s.value.host.as_ref()) {
             self.err(
@@ -427,7 +424,6 @@ impl Validator<'_> {
                 "set `ssh.host` under the node it belongs to (it defaults to the node's internal_address)",
             );
         }
-
         let install_dir = match &raw.install_dir {
             Some(d) => self.install_dir(d),
             None => DEFAULT_INSTALL_DIR.to_string(),
@@ -436,149 +432,214 @@ impl Validator<'_> {
             Some(i) => self.image(i, "image"),
             None => DEFAULT_IMAGE.to_string(),
         };
-        let compose_command = match &raw.compose_command {
-            None => ComposeCommand::Auto,
-            Some(c) => match c.value.trim() {
-                "auto" => ComposeCommand::Auto,
-                "docker compose" => ComposeCommand::DockerCompose,
-                "docker-compose" => ComposeCommand::DockerHyphenCompose,
-                other => {
-                    self.err(
-                        at(c),
-                        format!("compose_command `{other}` is not one wkctl knows"),
-                        "use `auto`, `docker compose` or `docker-compose`",
-                    );
-                    ComposeCommand::Auto
-                }
-            },
-        };
+        let compose_command = self.compose_command(raw.compose_command.as_ref());
+        let nodes = self.nodes(&raw.nodes, defaults.map(|s| &s.value), &install_dir);
+        let gateway_node = self.gateway_node(&raw, &nodes);
+        let seed = self.seed(&raw, &nodes, gateway_node);
+        let gateway = self.gateway(&raw, gateway_node);
+        let nodes = nodes
+            .into_iter()
+            .map(|(mut n, ext)| {
+                n.external_address = ext.unwrap_or_else(|| gateway.external_address.clone());
+                n
+            })
+            .collect();
+        Some(Inventory {
+            file: self.file.to_string(),
+            cluster,
+            image,
+            compose_command,
+            gateway,
+            seed,
+            nodes,
+        })
+    }
 
-        if raw.nodes.value.is_empty() {
+    fn cluster(&mut self, c: &Spanned<String>) -> String {
+        let cluster = c.value.trim().to_string();
+        if cluster.is_empty()
+            || !cluster
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
             self.err(
-                at(&raw.nodes),
+                at(c),
+                format!("cluster name `{}` is not usable", c.value),
+                "use letters, digits, `-`, `_` or `.`, e.g. `cluster: wukongim-prod`",
+            );
+        }
+        cluster
+    }
+
+    fn compose_command(&mut self, c: Option<&Spanned<String>>) -> ComposeCommand {
+        let Some(c) = c else {
+            return ComposeCommand::Auto;
+        };
+        match c.value.trim() {
+            "auto" => ComposeCommand::Auto,
+            "docker compose" => ComposeCommand::DockerCompose,
+            "docker-compose" => ComposeCommand::DockerHyphenCompose,
+            other => {
+                self.err(
+                    at(c),
+                    format!("compose_command `{other}` is not one wkctl knows"),
+                    "use `auto`, `docker compose` or `docker-compose`",
+                );
+                ComposeCommand::Auto
+            }
+        }
+    }
+
+    /// The nodes, each checked on its own and against the ones before it, with the external
+    /// address it sets (`None`: the gateway's).
+    fn nodes(
+        &mut self,
+        raw: &Spanned<Vec<Spanned<RawNode>>>,
+        defaults: Option<&RawSsh>,
+        install_dir: &str,
+    ) -> Vec<(Node, Option<String>)> {
+        if raw.value.is_empty() {
+            self.err(
+                at(raw),
                 "`nodes` is empty",
                 "list the running node(s) and the node(s) to add under `nodes:`",
             );
         }
+        let mut seen = Seen::default();
+        raw.value
+            .iter()
+            .map(|rn| self.node(rn, &mut seen, defaults, install_dir))
+            .collect()
+    }
 
-        // Nodes: each checked on its own, then against each other.
-        let mut nodes = Vec::new();
-        let mut names: BTreeMap<String, u64> = BTreeMap::new();
-        let mut ids: BTreeMap<i64, (String, u64)> = BTreeMap::new();
-        let mut internals: BTreeMap<String, String> = BTreeMap::new();
-        for rn in &raw.nodes.value {
-            let n = &rn.value;
-            let name = n.name.value.trim().to_string();
-            if !is_node_name(&name) {
+    fn node(
+        &mut self,
+        rn: &Spanned<RawNode>,
+        seen: &mut Seen,
+        defaults: Option<&RawSsh>,
+        install_dir: &str,
+    ) -> (Node, Option<String>) {
+        let n = &rn.value;
+        let name = self.node_name(&n.name, seen);
+        let role = self.role(n.role.as_ref(), &name);
+        let id = self.node_id(n, role, &name, seen);
+        let internal = self.address(
+            &n.internal_address,
+            &format!("node `{name}`: internal_address"),
+        );
+        if let Some(other) = seen.internals.get(&internal) {
+            let msg = format!(
+                "node `{name}`: internal_address {internal} is already node `{other}`'s; two WuKongIM nodes on one address collide on every port"
+            );
+            self.err(
+                at(&n.internal_address),
+                msg,
+                "give every node its own internal address",
+            );
+        } else {
+            seen.internals.insert(internal.clone(), name.clone());
+        }
+        let external = n
+            .external_address
+            .as_ref()
+            .map(|e| self.address(e, &format!("node `{name}`: external_address")));
+        let node_dir = match &n.install_dir {
+            Some(d) => self.install_dir(d),
+            None => install_dir.to_string(),
+        };
+        let ssh = self.ssh(defaults, n.ssh.as_ref().map(|s| &s.value), &internal, &name);
+        let node = Node {
+            name,
+            role,
+            id,
+            internal_address: internal,
+            external_address: String::new(),
+            install_dir: node_dir,
+            ssh,
+            line: rn.referenced.line(),
+        };
+        (node, external)
+    }
+
+    fn node_name(&mut self, n: &Spanned<String>, seen: &mut Seen) -> String {
+        let name = n.value.trim().to_string();
+        if !is_node_name(&name) {
+            self.err(
+                at(n),
+                format!("node name `{}` is not usable", n.value),
+                "use letters, digits, `-` or `_`, starting with a letter, e.g. `node2`",
+            );
+        } else if let Some(first) = seen.names.get(&name) {
+            let msg = format!("node name `{name}` is used twice (first on line {first})");
+            self.err(at(n), msg, "give every node its own name");
+        } else {
+            seen.names.insert(name.clone(), n.referenced.line());
+        }
+        name
+    }
+
+    fn role(&mut self, r: Option<&Spanned<String>>, name: &str) -> Role {
+        match r.map(|r| (r, r.value.trim())) {
+            None | Some((_, "wukongim")) => Role::Wukongim,
+            Some((_, "gateway")) => Role::Gateway,
+            Some((r, other)) => {
+                self.err(
+                    at(r),
+                    format!("node `{name}`: role `{other}` is not one wkctl knows"),
+                    "use `wukongim` (the default) or `gateway` (a host running only nginx and Prometheus)",
+                );
+                Role::Wukongim
+            }
+        }
+    }
+
+    /// A WuKongIM node's id: given, in WuKongIM's range, and no other node's (0 when not).
+    fn node_id(&mut self, n: &RawNode, role: Role, name: &str, seen: &mut Seen) -> u16 {
+        let id = match (&n.id, role) {
+            (Some(id), Role::Wukongim) => id,
+            (None, Role::Wukongim) => {
                 self.err(
                     at(&n.name),
-                    format!("node name `{}` is not usable", n.name.value),
-                    "use letters, digits, `-` or `_`, starting with a letter, e.g. `node2`",
+                    format!("node `{name}` has no `id`"),
+                    "give it its WK_CLUSTER_NODEID, e.g. `id: 1002` (1..=1023, unused)",
                 );
-            } else if let Some(first) = names.get(&name) {
-                let msg = format!("node name `{name}` is used twice (first on line {first})");
-                self.err(at(&n.name), msg, "give every node its own name");
-            } else {
-                names.insert(name.clone(), n.name.referenced.line());
+                return 0;
             }
-
-            let role = match n.role.as_ref().map(|r| (r, r.value.trim())) {
-                None | Some((_, "wukongim")) => Role::Wukongim,
-                Some((_, "gateway")) => Role::Gateway,
-                Some((r, other)) => {
-                    self.err(
-                        at(r),
-                        format!("node `{name}`: role `{other}` is not one wkctl knows"),
-                        "use `wukongim` (the default) or `gateway` (a host running only nginx and Prometheus)",
-                    );
-                    Role::Wukongim
-                }
-            };
-            let id = match (&n.id, role) {
-                (Some(id), Role::Wukongim) => Some(id),
-                (None, Role::Wukongim) => {
-                    self.err(
-                        at(&n.name),
-                        format!("node `{name}` has no `id`"),
-                        "give it its WK_CLUSTER_NODEID, e.g. `id: 1002` (1..=1023, unused)",
-                    );
-                    None
-                }
-                (Some(id), Role::Gateway) => {
-                    self.err(
-                        at(id),
-                        format!("node `{name}` has `role: gateway` and an `id`: a gateway host runs no WuKongIM"),
-                        "remove the `id`, or the `role: gateway` if the host runs WuKongIM too",
-                    );
-                    None
-                }
-                (None, Role::Gateway) => None,
-            };
-            let id_value = id.map(|i| i.value).unwrap_or(0);
-            if let Some(idv) = id {
-                let id = idv.value;
-                if !(1..=1023).contains(&id) {
-                    self.err(
-                    at(idv),
-                    format!("node `{name}`: id {id} is out of range: WuKongIM accepts 1..=1023 (a larger id panics at start)"),
-                    "choose an id between 1 and 1023 that no other node uses",
-                );
-                } else if let Some((other, line)) = ids.get(&id) {
-                    let msg = format!(
-                    "node `{name}`: id {id} is already node `{other}`'s (line {line}); a join with a taken id silently replaces that node in the cluster"
-                );
-                    self.err(at(idv), msg, "give every node its own id");
-                } else {
-                    ids.insert(id, (name.clone(), idv.referenced.line()));
-                }
-            }
-
-            let internal = self.address(
-                &n.internal_address,
-                &format!("node `{name}`: internal_address"),
-            );
-            if let Some(other) = internals.get(&internal) {
-                let msg = format!(
-                    "node `{name}`: internal_address {internal} is already node `{other}`'s; two WuKongIM nodes on one address collide on every port"
-                );
+            (Some(id), Role::Gateway) => {
                 self.err(
-                    at(&n.internal_address),
-                    msg,
-                    "give every node its own internal address",
+                    at(id),
+                    format!("node `{name}` has `role: gateway` and an `id`: a gateway host runs no WuKongIM"),
+                    "remove the `id`, or the `role: gateway` if the host runs WuKongIM too",
                 );
-            } else {
-                internals.insert(internal.clone(), name.clone());
+                return 0;
             }
-            let external = n
-                .external_address
-                .as_ref()
-                .map(|e| self.address(e, &format!("node `{name}`: external_address")));
-            let node_dir = match &n.install_dir {
-                Some(d) => self.install_dir(d),
-                None => install_dir.clone(),
-            };
-            let ssh = self.ssh(
-                defaults.map(|s| &s.value),
-                n.ssh.as_ref().map(|s| &s.value),
-                &internal,
-                &name,
+            (None, Role::Gateway) => return 0,
+        };
+        let v = id.value;
+        if !(1..=1023).contains(&v) {
+            self.err(
+                at(id),
+                format!("node `{name}`: id {v} is out of range: WuKongIM accepts 1..=1023 (a larger id panics at start)"),
+                "choose an id between 1 and 1023 that no other node uses",
             );
-            nodes.push((
-                Node {
-                    name,
-                    role,
-                    id: u16::try_from(id_value).unwrap_or(0),
-                    internal_address: internal,
-                    external_address: String::new(),
-                    install_dir: node_dir,
-                    ssh,
-                    line: rn.referenced.line(),
-                },
-                external,
-            ));
+        } else if let Some((other, line)) = seen.ids.get(&v) {
+            let msg = format!(
+                "node `{name}`: id {v} is already node `{other}`'s (line {line}); a join with a taken id silently replaces that node in the cluster"
+            );
+            self.err(at(id), msg, "give every node its own id");
+        } else {
+            seen.ids.insert(v, (name.to_string(), id.referenced.line()));
         }
+        u16::try_from(v).unwrap_or(0)
+    }
 
-        // Roles.
+    /// The node gateway.node names (`None` when it names none); a node with `role: gateway`
+    /// must be that one.
+    fn gateway_node<'n>(
+        &mut self,
+        raw: &RawInventory,
+        nodes: &'n [(Node, Option<String>)],
+    ) -> Option<&'n (Node, Option<String>)> {
         let g = &raw.gateway.value;
         let gateway_name = g.node.value.trim().to_string();
         let gateway_node = nodes.iter().find(|(n, _)| n.name == gateway_name);
@@ -607,6 +668,17 @@ impl Validator<'_> {
                 );
             }
         }
+        gateway_node
+    }
+
+    /// The member new nodes join through: `seed`, else the gateway node when it runs
+    /// WuKongIM, else the first WuKongIM node. Some node must run WuKongIM.
+    fn seed(
+        &mut self,
+        raw: &RawInventory,
+        nodes: &[(Node, Option<String>)],
+        gateway_node: Option<&(Node, Option<String>)>,
+    ) -> String {
         let seed = match &raw.seed {
             Some(s) => {
                 let name = s.value.trim().to_string();
@@ -625,14 +697,13 @@ impl Validator<'_> {
                 }
                 name
             }
-            // The gateway node when it runs WuKongIM, else the first WuKongIM node.
             None => match gateway_node {
                 Some((g, _)) if g.role == Role::Gateway => nodes
                     .iter()
                     .find(|(n, _)| n.role == Role::Wukongim)
                     .map(|(n, _)| n.name.clone())
                     .unwrap_or_default(),
-                _ => gateway_name.clone(),
+                _ => raw.gateway.value.node.value.trim().to_string(),
             },
         };
         if !nodes.is_empty() && !nodes.iter().any(|(n, _)| n.role == Role::Wukongim) {
@@ -642,8 +713,18 @@ impl Validator<'_> {
                 "list the running WuKongIM node(s) under `nodes:`",
             );
         }
+        seed
+    }
 
-        let gateway_external = match &g.external_address {
+    /// The load balancer and Prometheus: the address clients use, the ports, nginx's image,
+    /// where Prometheus answers and its file.
+    fn gateway(
+        &mut self,
+        raw: &RawInventory,
+        gateway_node: Option<&(Node, Option<String>)>,
+    ) -> Gateway {
+        let g = &raw.gateway.value;
+        let external_address = match &g.external_address {
             Some(e) => self.address(e, "gateway.external_address"),
             None => match gateway_node.map(|(_, e)| e.clone()) {
                 Some(Some(e)) => e,
@@ -681,31 +762,14 @@ impl Validator<'_> {
             Some(p) => p.value.trim().to_string(),
             None => DEFAULT_PROMETHEUS_FILE.to_string(),
         };
-
-        let nodes = nodes
-            .into_iter()
-            .map(|(mut n, ext)| {
-                n.external_address = ext.unwrap_or_else(|| gateway_external.clone());
-                n
-            })
-            .collect();
-
-        Some(Inventory {
-            file: self.file.to_string(),
-            cluster,
-            image,
-            compose_command,
-            gateway: Gateway {
-                node: gateway_name,
-                external_address: gateway_external,
-                ports,
-                nginx_image,
-                prometheus_url,
-                prometheus_file,
-            },
-            seed,
-            nodes,
-        })
+        Gateway {
+            node: g.node.value.trim().to_string(),
+            external_address,
+            ports,
+            nginx_image,
+            prometheus_url,
+            prometheus_file,
+        }
     }
 
     fn install_dir(&mut self, d: &Spanned<String>) -> String {
@@ -763,7 +827,13 @@ impl Validator<'_> {
             .map(|rest| {
                 let hostport = rest.split('/').next().unwrap_or("");
                 let (host, port) = split_host_port(hostport);
-                check_address(host).is_ok()
+                // The URL goes into compose files, inside YAML quotes: no quote, backslash,
+                // `$` (compose's interpolation), space or control character.
+                let plain = rest
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-._~:/?#[]@!&()*+,;=%".contains(c));
+                plain
+                    && check_address(host).is_ok()
                     && port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0))
             })
             .unwrap_or(false);
@@ -849,102 +919,31 @@ impl Validator<'_> {
             Some(h) => self.address(h, &format!("node `{name}`: ssh.host")),
             None => internal.to_string(),
         };
-        let user = pick(node, defaults, |s| s.user.as_ref()).map(|u| {
-            let v = u.value.trim().to_string();
-            if v.is_empty()
-                || !v
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-            {
-                self.err(
-                    at(u),
-                    format!("ssh.user `{}` is not a user name", u.value),
-                    "use the login name on the host, e.g. `user: deploy`",
-                );
-            }
-            v
-        });
+        let user = pick(node, defaults, |s| s.user.as_ref()).map(|u| self.ssh_user(u));
         let port = match pick(node, defaults, |s| s.port.as_ref()) {
             Some(p) => self.port(p, "ssh.port"),
             None => 22,
         };
         let identity_files = pick(node, defaults, |s| s.identity_files.as_ref())
-            .map(|files| {
-                files
-                    .iter()
-                    .map(|f| {
-                        let v = f.value.trim().to_string();
-                        if v.is_empty() {
-                            self.err(
-                                at(f),
-                                "an entry of ssh.identity_files is empty",
-                                "name a private key file, e.g. `~/.ssh/id_ed25519`",
-                            );
-                        }
-                        v
-                    })
-                    .collect()
-            })
+            .map(|files| self.identity_files(files))
             .unwrap_or_default();
-        let jump = match pick(node, defaults, |s| s.jump.as_ref()) {
-            Some(j) => match parse_jump_chain(&j.value) {
-                Ok(chain) => chain,
-                Err(why) => {
-                    self.err(
-                        at(j),
-                        format!("ssh.jump `{}` is not usable: {why}", j.value),
-                        "write `[user@]host[:port]`, several hops separated by commas",
-                    );
-                    Vec::new()
-                }
-            },
-            None => Vec::new(),
-        };
-        let sudo = match pick(node, defaults, |s| s.sudo.as_ref()) {
-            None => SudoMode::None,
-            Some(s) => match s.value.trim() {
-                "none" => SudoMode::None,
-                "passwordless" => SudoMode::Passwordless,
-                "password" => SudoMode::Password,
-                other => {
-                    self.err(at(s), format!("ssh.sudo `{other}` is not a sudo mode"), "use `none` (the user runs docker), `passwordless` or `password` (asked once at run time, never stored)");
-                    SudoMode::None
-                }
-            },
-        };
-        let host_key_policy = match pick(node, defaults, |s| s.host_key_policy.as_ref()) {
-            None => HostKeyPolicy::Strict,
-            Some(p) => match p.value.trim() {
-                "strict" => HostKeyPolicy::Strict,
-                "accept-new" => HostKeyPolicy::AcceptNew,
-                other => {
-                    self.err(at(p), format!("ssh.host_key_policy `{other}` is not a policy; wkctl never accepts a host key it cannot verify"), "use `strict` (the default) or `accept-new` (record a key on first contact)");
-                    HostKeyPolicy::Strict
-                }
-            },
-        };
+        let jump = pick(node, defaults, |s| s.jump.as_ref())
+            .map(|j| self.jump(j))
+            .unwrap_or_default();
+        let sudo = pick(node, defaults, |s| s.sudo.as_ref())
+            .map(|s| self.sudo_mode(s))
+            .unwrap_or(SudoMode::None);
+        let host_key_policy = pick(node, defaults, |s| s.host_key_policy.as_ref())
+            .map(|p| self.host_key_policy(p))
+            .unwrap_or(HostKeyPolicy::Strict);
         let known_hosts =
             pick(node, defaults, |s| s.known_hosts.as_ref()).map(|k| k.value.trim().to_string());
-        let mut secs = |v: Option<&Spanned<i64>>, what: &str, default: u16| match v {
-            None => default,
-            Some(p) => match u16::try_from(p.value) {
-                Ok(v) if (1..=3600).contains(&v) => v,
-                _ => {
-                    self.err(
-                        at(p),
-                        format!("ssh.{what} {} is out of range", p.value),
-                        "use a number of seconds between 1 and 3600",
-                    );
-                    default
-                }
-            },
-        };
-        let keepalive_secs = secs(
+        let keepalive_secs = self.secs(
             pick(node, defaults, |s| s.keepalive_secs.as_ref()),
             "keepalive_secs",
             15,
         );
-        let connect_timeout_secs = secs(
+        let connect_timeout_secs = self.secs(
             pick(node, defaults, |s| s.connect_timeout_secs.as_ref()),
             "connect_timeout_secs",
             15,
@@ -960,6 +959,91 @@ impl Validator<'_> {
             known_hosts,
             keepalive_secs,
             connect_timeout_secs,
+        }
+    }
+
+    fn ssh_user(&mut self, u: &Spanned<String>) -> String {
+        let v = u.value.trim().to_string();
+        if v.is_empty()
+            || !v
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            self.err(
+                at(u),
+                format!("ssh.user `{}` is not a user name", u.value),
+                "use the login name on the host, e.g. `user: deploy`",
+            );
+        }
+        v
+    }
+
+    fn identity_files(&mut self, files: &[Spanned<String>]) -> Vec<String> {
+        files
+            .iter()
+            .map(|f| {
+                let v = f.value.trim().to_string();
+                if v.is_empty() {
+                    self.err(
+                        at(f),
+                        "an entry of ssh.identity_files is empty",
+                        "name a private key file, e.g. `~/.ssh/id_ed25519`",
+                    );
+                }
+                v
+            })
+            .collect()
+    }
+
+    fn jump(&mut self, j: &Spanned<String>) -> Vec<JumpHost> {
+        parse_jump_chain(&j.value).unwrap_or_else(|why| {
+            self.err(
+                at(j),
+                format!("ssh.jump `{}` is not usable: {why}", j.value),
+                "write `[user@]host[:port]`, several hops separated by commas",
+            );
+            Vec::new()
+        })
+    }
+
+    fn sudo_mode(&mut self, s: &Spanned<String>) -> SudoMode {
+        match s.value.trim() {
+            "none" => SudoMode::None,
+            "passwordless" => SudoMode::Passwordless,
+            "password" => SudoMode::Password,
+            other => {
+                self.err(at(s), format!("ssh.sudo `{other}` is not a sudo mode"), "use `none` (the user runs docker), `passwordless` or `password` (asked once at run time, never stored)");
+                SudoMode::None
+            }
+        }
+    }
+
+    fn host_key_policy(&mut self, p: &Spanned<String>) -> HostKeyPolicy {
+        match p.value.trim() {
+            "strict" => HostKeyPolicy::Strict,
+            "accept-new" => HostKeyPolicy::AcceptNew,
+            other => {
+                self.err(at(p), format!("ssh.host_key_policy `{other}` is not a policy; wkctl never accepts a host key it cannot verify"), "use `strict` (the default) or `accept-new` (record a key on first contact)");
+                HostKeyPolicy::Strict
+            }
+        }
+    }
+
+    /// A number of seconds in 1..=3600 (`default` when not given).
+    fn secs(&mut self, v: Option<&Spanned<i64>>, what: &str, default: u16) -> u16 {
+        let Some(p) = v else {
+            return default;
+        };
+        match u16::try_from(p.value) {
+            Ok(v) if (1..=3600).contains(&v) => v,
+            _ => {
+                self.err(
+                    at(p),
+                    format!("ssh.{what} {} is out of range", p.value),
+                    "use a number of seconds between 1 and 3600",
+                );
+                default
+            }
         }
     }
 }

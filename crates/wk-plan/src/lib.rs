@@ -7,11 +7,13 @@ pub mod diag;
 pub mod inventory;
 pub mod plan;
 pub mod playbook;
+pub mod secrets;
 pub mod sources;
 
 pub use diag::{Diagnostic, Diagnostics};
 pub use inventory::Inventory;
 pub use plan::{build, Action, Plan, PlanError, PlanRequest, Step};
+pub use secrets::mask_secrets;
 pub use sources::Sources;
 
 #[cfg(test)]

@@ -5,14 +5,18 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::inventory::{
     host_port, ComposeCommand, Inventory, Node, Role, SudoMode, NODE_PORTS, PORT_API, PORT_CLUSTER,
     PORT_DEMO, PORT_MANAGER, PORT_TCP, PORT_WS,
 };
-use crate::playbook::{ActionSpec, On, Playbook, ServiceSelector, StepSpec};
+use crate::playbook::{
+    ActionSpec, CommandSpec, ComposeEnvSpec, ComposeServiceSpec, ComposeSignalSpec, ComposeUpSpec,
+    MkdirSpec, NginxConfSpec, On, Playbook, PrometheusJobSpec, ServiceSelector, StepSpec,
+    TemplateSpec, WaitJoinedSpec,
+};
 use crate::sources::Sources;
 
 /// What the operator asked for.
@@ -46,7 +50,7 @@ pub const COMPOSE_PLACEHOLDER: &str = "$COMPOSE";
 /// Shown in commands for the WuKongIM service not yet found by its image.
 pub const SERVICE_PLACEHOLDER: &str = "$WK_SERVICE";
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {
     pub cluster: String,
     pub playbook: String,
@@ -64,14 +68,14 @@ pub struct Plan {
     pub steps: Vec<Step>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRef {
     pub name: String,
     pub id: u16,
     pub internal_address: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     Prepare,
@@ -79,7 +83,7 @@ pub enum Phase {
     Finish,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Step {
     /// `<playbook step id>@<host>`: the same every time the plan is built from the same inputs.
     pub id: String,
@@ -89,28 +93,28 @@ pub struct Step {
     pub action: Action,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Check {
     pub id: String,
     pub description: String,
 }
 
 /// A shell command as it will run on the host.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Command {
     pub run: String,
     /// Whether it runs through sudo (with the password on stdin in `password` mode).
     pub sudo: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PromJob {
     pub job_name: String,
     pub targets: Vec<String>,
     pub id_label: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Action {
     Preflight {
@@ -379,93 +383,177 @@ pub fn build(
         host: "-".into(),
         message,
     })?;
-
-    // Who is in the cluster before and after.
-    let mut assumptions = Vec::new();
-    let member_names: Vec<String> = match &req.members {
-        Some(m) => m.clone(),
-        None => {
-            let names: Vec<String> = inv
-                .wukongim_nodes()
-                .filter(|n| !req.add.contains(&n.name))
-                .map(|n| n.name.clone())
-                .collect();
-            assumptions.push(format!(
-                "the cluster was not asked who its members are: taking {} as already deployed and joined",
-                names.join(", ")
-            ));
-            names
-        }
-    };
+    let (member_names, assumptions) = member_names(inv, req);
     let seed_name = req.seed.as_ref().unwrap_or(&inv.seed);
-    let gateway_runs_wukongim = inv.gateway_node().role == Role::Wukongim;
-    for special in [seed_name, &inv.gateway.node] {
-        if special == &inv.gateway.node && !gateway_runs_wukongim {
-            continue;
+    let who = Who::new(inv, req, &member_names, seed_name)?;
+    let gateway = gateway_view(inv);
+    let seed = SeedView {
+        name: who.seed.name.clone(),
+        id: who.seed.id,
+        spec: format!(
+            "{}@{}",
+            who.seed.id,
+            host_port(&who.seed.internal_address, PORT_CLUSTER)
+        ),
+    };
+    let member_views: Vec<NodeView> = who.after.iter().map(|n| node_view(n)).collect();
+    let added_views: Vec<NodeView> = who.added.iter().map(|n| node_view(n)).collect();
+    let mut b = Builder {
+        inv,
+        tera: &tera,
+        req,
+        gateway: &gateway,
+        seed: &seed,
+        member_views: &member_views,
+        added_views: &added_views,
+        members: &who.members,
+        added: &who.added,
+        steps: Vec::new(),
+    };
+    b.playbook(&playbook, &who)?;
+    let steps = b.steps;
+    Ok(Plan {
+        cluster: inv.cluster.clone(),
+        playbook: playbook.name.clone(),
+        fingerprint: plan_fingerprint(inventory_text, sources, req, &member_names, &who.seed.name),
+        adding: who.added.iter().map(|n| node_ref(n)).collect(),
+        members_before: who.members.iter().map(|n| node_ref(n)).collect(),
+        members_after: who.after.iter().map(|n| node_ref(n)).collect(),
+        gateway: inv.gateway.node.clone(),
+        seed: who.seed.name.clone(),
+        assumptions,
+        warnings: size_warnings(who.after.len()),
+        steps,
+    })
+}
+
+/// Who is in the cluster before the run: as the cluster said, else (assumed, and said so)
+/// every WuKongIM node not being added.
+fn member_names(inv: &Inventory, req: &PlanRequest) -> (Vec<String>, Vec<String>) {
+    if let Some(m) = &req.members {
+        return (m.clone(), Vec::new());
+    }
+    let names: Vec<String> = inv
+        .wukongim_nodes()
+        .filter(|n| !req.add.contains(&n.name))
+        .map(|n| n.name.clone())
+        .collect();
+    let assumption = format!(
+        "the cluster was not asked who its members are: taking {} as already deployed and joined",
+        names.join(", ")
+    );
+    (names, vec![assumption])
+}
+
+/// The nodes of a run by their part in it.
+struct Who<'a> {
+    gateway: &'a Node,
+    seed: &'a Node,
+    members: Vec<&'a Node>,
+    added: Vec<&'a Node>,
+    /// The members once the run is done.
+    after: Vec<&'a Node>,
+    /// Every node a step of `on: involved` runs on: the members, the new nodes, the gateway.
+    involved: Vec<&'a Node>,
+}
+
+impl<'a> Who<'a> {
+    /// The seed and the gateway (when it runs WuKongIM) must be members; a node to add must
+    /// not be one.
+    fn new(
+        inv: &'a Inventory,
+        req: &PlanRequest,
+        member_names: &[String],
+        seed_name: &String,
+    ) -> Result<Who<'a>, PlanError> {
+        let gateway_runs_wukongim = inv.gateway_node().role == Role::Wukongim;
+        for special in [seed_name, &inv.gateway.node] {
+            if special == &inv.gateway.node && !gateway_runs_wukongim {
+                continue;
+            }
+            if !member_names.contains(special) {
+                return Err(PlanError::Step {
+                    step: "plan".into(),
+                    host: special.clone(),
+                    message: format!(
+                        "`{special}` is the seed or gateway but is not a running member of the cluster; \
+                         deploy it first (the single-node deployment) or name a running member in {}",
+                        inv.file
+                    ),
+                });
+            }
         }
-        if !member_names.contains(special) {
+        let is_member = |n: &Node| member_names.contains(&n.name);
+        let added: Vec<&Node> = req
+            .add
+            .iter()
+            .map(|a| inv.node(a).expect("checked by check_additions"))
+            .collect();
+        if let Some(n) = added.iter().find(|n| is_member(n)) {
             return Err(PlanError::Step {
                 step: "plan".into(),
-                host: special.clone(),
+                host: n.name.clone(),
                 message: format!(
-                    "`{special}` is the seed or gateway but is not a running member of the cluster; \
-                     deploy it first (the single-node deployment) or name a running member in {}",
-                    inv.file
+                    "`{}` is already a member of the cluster; there is nothing to add",
+                    n.name
                 ),
             });
         }
-    }
-    let members: Vec<&Node> = inv
-        .nodes
-        .iter()
-        .filter(|n| member_names.contains(&n.name))
-        .collect();
-    let added: Vec<&Node> = req
-        .add
-        .iter()
-        .map(|a| inv.node(a).expect("checked by check_additions"))
-        .collect();
-    if let Some(n) = added.iter().find(|n| member_names.contains(&n.name)) {
-        return Err(PlanError::Step {
+        let seed = inv.node(seed_name).ok_or_else(|| PlanError::Step {
             step: "plan".into(),
-            host: n.name.clone(),
-            message: format!(
-                "`{}` is already a member of the cluster; there is nothing to add",
-                n.name
-            ),
-        });
+            host: seed_name.clone(),
+            message: format!("the seed `{seed_name}` is not in {}", inv.file),
+        })?;
+        let of = |keep: &dyn Fn(&Node) -> bool| inv.nodes.iter().filter(|n| keep(n)).collect();
+        Ok(Who {
+            gateway: inv.gateway_node(),
+            seed,
+            members: of(&|n| is_member(n)),
+            after: of(&|n| is_member(n) || req.add.contains(&n.name)),
+            involved: of(&|n| {
+                is_member(n) || req.add.contains(&n.name) || n.name == inv.gateway.node
+            }),
+            added,
+        })
     }
-    let after: Vec<&Node> = inv
-        .nodes
-        .iter()
-        .filter(|n| member_names.contains(&n.name) || req.add.contains(&n.name))
-        .collect();
 
+    /// The hosts a prepare or finish step runs on.
+    fn on(&self, on: &On) -> Vec<&'a Node> {
+        match on {
+            On::Gateway => vec![self.gateway],
+            On::Seed => vec![self.seed],
+            On::Members => self.members.clone(),
+            On::New => self.added.clone(),
+            On::Involved => self.involved.clone(),
+            On::Joining => unreachable!("checked by Playbook::parse"),
+        }
+    }
+}
+
+/// What the cluster's size after the run is worth.
+fn size_warnings(n: usize) -> Vec<String> {
     let mut warnings = Vec::new();
-    if after.len() == 2 {
+    if n == 2 {
         warnings.push(
             "a two-node cluster survives no node loss: every slot's quorum needs both nodes; \
              three nodes is the minimum for surviving one (WuKongIM #282)"
                 .to_string(),
         );
     }
-    if after.len() > 2 && after.len().is_multiple_of(2) {
+    if n > 2 && n.is_multiple_of(2) {
         warnings.push(format!(
-            "{} nodes tolerate no more failures than {}; an odd count is the better size",
-            after.len(),
-            after.len() - 1
+            "{n} nodes tolerate no more failures than {}; an odd count is the better size",
+            n - 1
         ));
     }
+    warnings
+}
 
+fn gateway_view(inv: &Inventory) -> GatewayView {
     let gw_node = inv.gateway_node();
-    let seed_node = inv.node(seed_name).ok_or_else(|| PlanError::Step {
-        step: "plan".into(),
-        host: seed_name.clone(),
-        message: format!("the seed `{seed_name}` is not in {}", inv.file),
-    })?;
     let ports = inv.gateway.ports;
     let ext = &inv.gateway.external_address;
-    let gateway = GatewayView {
+    GatewayView {
         node: inv.gateway.node.clone(),
         external_address: ext.clone(),
         ports,
@@ -476,86 +564,17 @@ pub fn build(
         tcp_addr: host_port(ext, ports.tcp),
         api_url: format!("http://{}", host_port(ext, ports.api)),
         local_api: host_port("127.0.0.1", ports.api),
-    };
-    let seed = SeedView {
-        name: seed_node.name.clone(),
-        id: seed_node.id,
-        spec: format!(
-            "{}@{}",
-            seed_node.id,
-            host_port(&seed_node.internal_address, PORT_CLUSTER)
-        ),
-    };
-    let member_views: Vec<NodeView> = after.iter().map(|n| node_view(n)).collect();
-    let added_views: Vec<NodeView> = added.iter().map(|n| node_view(n)).collect();
+    }
+}
 
-    let mut b = Builder {
-        inv,
-        tera: &tera,
-        req,
-        gateway: &gateway,
-        seed: &seed,
-        member_views: &member_views,
-        added_views: &added_views,
-        members: &members,
-        added: &added,
-        steps: Vec::new(),
-    };
-    let involved: Vec<&Node> = inv
-        .nodes
-        .iter()
-        .filter(|n| {
-            member_names.contains(&n.name)
-                || req.add.contains(&n.name)
-                || n.name == inv.gateway.node
-        })
-        .collect();
-    for spec in &playbook.steps {
-        let hosts: Vec<&Node> = match spec.on {
-            On::Gateway => vec![gw_node],
-            On::Seed => vec![seed_node],
-            On::Members => members.clone(),
-            On::New => added.clone(),
-            On::Involved => involved.clone(),
-            On::Joining => unreachable!("checked by Playbook::parse"),
-        };
-        for h in hosts {
-            b.step(spec, h, Phase::Prepare)?;
-        }
-    }
-    for joining in &added {
-        for spec in &playbook.join {
-            let host = match spec.on {
-                On::Joining => *joining,
-                On::Gateway => gw_node,
-                On::Seed => seed_node,
-                other => {
-                    return Err(PlanError::Step {
-                        step: spec.id.clone(),
-                        host: joining.name.clone(),
-                        message: format!("`on: {other:?}` is not allowed in the join section"),
-                    })
-                }
-            };
-            // A join-section step runs once per joining node; its id names both.
-            b.join_step(spec, host, joining)?;
-        }
-    }
-    for spec in &playbook.finish {
-        let hosts: Vec<&Node> = match spec.on {
-            On::Gateway => vec![gw_node],
-            On::Seed => vec![seed_node],
-            On::Members => members.clone(),
-            On::New => added.clone(),
-            On::Involved => involved.clone(),
-            On::Joining => unreachable!("checked by Playbook::parse"),
-        };
-        for h in hosts {
-            b.step(spec, h, Phase::Finish)?;
-        }
-    }
-    let steps = b.steps;
-
+/// Everything the plan is built from, hashed: a resumed run must find the same.
+fn plan_fingerprint(
+    inventory_text: &str,
+    sources: &Sources,
+    req: &PlanRequest,
+    member_names: &[String],
+    seed: &str,
+) -> String {
     let add_list = req.add.join(",");
     let member_list = member_names.join(",");
     let mut parts: Vec<(&str, &str)> = vec![
@@ -563,27 +582,14 @@ pub fn build(
         ("playbook", &sources.playbook),
         ("add", &add_list),
         ("members", &member_list),
-        ("seed", &seed_node.name),
+        ("seed", seed),
     ];
     for (name, text) in &sources.templates {
         parts.push((name, text));
     }
     let extra = req.extra_env.join("\n");
     parts.push(("extra_env", &extra));
-
-    Ok(Plan {
-        cluster: inv.cluster.clone(),
-        playbook: playbook.name.clone(),
-        fingerprint: fingerprint(&parts),
-        adding: added.iter().map(|n| node_ref(n)).collect(),
-        members_before: members.iter().map(|n| node_ref(n)).collect(),
-        members_after: after.iter().map(|n| node_ref(n)).collect(),
-        gateway: inv.gateway.node.clone(),
-        seed: seed_node.name.clone(),
-        assumptions,
-        warnings,
-        steps,
-    })
+    fingerprint(&parts)
 }
 
 struct Builder<'a> {
@@ -600,6 +606,40 @@ struct Builder<'a> {
 }
 
 impl Builder<'_> {
+    /// Every step of the playbook: its `steps` on the hosts each names, its `join` section once
+    /// per new node (one after the other), then its `finish`.
+    fn playbook(&mut self, playbook: &Playbook, who: &Who<'_>) -> Result<(), PlanError> {
+        for spec in &playbook.steps {
+            for h in who.on(&spec.on) {
+                self.step(spec, h, Phase::Prepare)?;
+            }
+        }
+        for joining in &who.added {
+            for spec in &playbook.join {
+                let host = match spec.on {
+                    On::Joining => *joining,
+                    On::Gateway => who.gateway,
+                    On::Seed => who.seed,
+                    other => {
+                        return Err(PlanError::Step {
+                            step: spec.id.clone(),
+                            host: joining.name.clone(),
+                            message: format!("`on: {other:?}` is not allowed in the join section"),
+                        })
+                    }
+                };
+                // A join-section step runs once per joining node; its id names both.
+                self.join_step(spec, host, joining)?;
+            }
+        }
+        for spec in &playbook.finish {
+            for h in who.on(&spec.on) {
+                self.step(spec, h, Phase::Finish)?;
+            }
+        }
+        Ok(())
+    }
+
     fn step(&mut self, spec: &StepSpec, host: &Node, phase: Phase) -> Result<(), PlanError> {
         let id = format!("{}@{}", spec.id, host.name);
         let action = self.action(spec, host, &id)?;
@@ -631,12 +671,54 @@ impl Builder<'_> {
     }
 
     fn action(&self, spec: &StepSpec, host: &Node, id: &str) -> Result<Action, PlanError> {
-        let fail = |message: String| PlanError::Step {
-            step: id.to_string(),
-            host: host.name.clone(),
-            message,
+        let r = self.render(host, id)?;
+        let spec = spec
+            .action()
+            .map_err(|_| r.fail("the step has no single action".into()))?;
+        Ok(match spec {
+            ActionSpec::Preflight => Action::Preflight {
+                checks: self.preflight_checks(host),
+            },
+            ActionSpec::Lock(p) => Action::Lock {
+                path: r.str(&p.path)?,
+            },
+            ActionSpec::Unlock(p) => Action::Unlock {
+                path: r.str(&p.path)?,
+            },
+            ActionSpec::Mkdir(m) => r.mkdir(m)?,
+            ActionSpec::Template(t) => r.template(t)?,
+            ActionSpec::NginxConf(t) => r.nginx_conf(t)?,
+            ActionSpec::ComposeEnv(e) => r.compose_env(e)?,
+            ActionSpec::ComposeService(s) => r.compose_service(s)?,
+            ActionSpec::PrometheusJob(p) => r.prometheus_job(p)?,
+            ActionSpec::ComposeUp(u) => r.compose_up(u)?,
+            ActionSpec::ComposeSignal(s) => r.compose_signal(s)?,
+            ActionSpec::WaitHealth(w) => Action::WaitHealth {
+                address: r.str(&w.address)?,
+                path: r.str(&w.path)?,
+                timeout_secs: w.timeout_secs,
+            },
+            ActionSpec::WaitJoined(w) => r.wait_joined(w)?,
+            ActionSpec::Command(c) => r.command(c)?,
+        })
+    }
+
+    /// What renders a step's strings and templates for `host`.
+    fn render<'r>(&'r self, host: &'r Node, id: &'r str) -> Result<Render<'r>, PlanError> {
+        let facts = self.req.facts.get(&host.name);
+        let compose = facts
+            .and_then(|f| f.compose.clone())
+            .or_else(|| self.inv.compose_command.program().map(str::to_string))
+            .unwrap_or_else(|| COMPOSE_PLACEHOLDER.to_string());
+        let mut r = Render {
+            tera: self.tera,
+            host,
+            id,
+            ctx: tera::Context::new(),
+            facts,
+            compose,
         };
-        let ctx = tera::Context::from_serialize(&Ctx {
+        r.ctx = tera::Context::from_serialize(&Ctx {
             cluster: &self.inv.cluster,
             image: &self.inv.image,
             node: node_view(host),
@@ -646,243 +728,40 @@ impl Builder<'_> {
             added: self.added_views,
             extra_env: &self.req.extra_env,
         })
-        .map_err(|e| fail(format!("cannot build the template context: {e}")))?;
-        let render = |s: &str| -> Result<String, PlanError> {
-            self.tera
-                .render_str(s, &ctx, false)
-                .map_err(|e| fail(format!("cannot render `{s}`: {}", error_chain(&e))))
-        };
-        let render_file = |name: &str| -> Result<String, PlanError> {
-            self.tera.render(name, &ctx).map_err(|e| {
-                fail(format!(
-                    "cannot render template {name}: {}",
-                    error_chain(&e)
-                ))
-            })
-        };
-        let facts = self.req.facts.get(&host.name);
-        let sudo = host.ssh.sudo;
-        let compose = facts
-            .and_then(|f| f.compose.clone())
-            .or_else(|| self.inv.compose_command.program().map(str::to_string))
-            .unwrap_or_else(|| COMPOSE_PLACEHOLDER.to_string());
-        let service_name = |sel: &ServiceSelector| -> String {
-            match sel {
-                ServiceSelector::Name(n) => n.clone(),
-                ServiceSelector::ImageName(_) => facts
-                    .and_then(|f| f.wukongim_service.clone())
-                    .unwrap_or_else(|| SERVICE_PLACEHOLDER.to_string()),
-            }
-        };
-        let render_selector = |sel: &ServiceSelector| -> Result<ServiceSelector, PlanError> {
-            Ok(match sel {
-                ServiceSelector::Name(n) => ServiceSelector::Name(render(n)?),
-                ServiceSelector::ImageName(i) => ServiceSelector::ImageName(render(i)?),
-            })
-        };
-        let docker = |dir: &str, args: &str| Command {
-            run: format!(
-                "cd {} && {}{} {}",
-                shell_path(dir),
-                sudo_prefix(sudo),
-                compose,
-                args
-            ),
-            sudo: sudo != SudoMode::None,
-        };
-
-        let action = match spec
-            .action()
-            .map_err(|_| fail("the step has no single action".into()))?
-        {
-            ActionSpec::Preflight => Action::Preflight {
-                checks: self.preflight_checks(host),
-            },
-            ActionSpec::Lock(p) => Action::Lock {
-                path: render(&p.path)?,
-            },
-            ActionSpec::Unlock(p) => Action::Unlock {
-                path: render(&p.path)?,
-            },
-            ActionSpec::Mkdir(m) => {
-                let path = render(&m.path)?;
-                let mode = parse_mode(m.mode.as_deref(), 0o755).map_err(fail)?;
-                Action::Mkdir {
-                    command: Command {
-                        run: format!("mkdir -p -m {mode:o} {}", shell_path(&path)),
-                        sudo: false,
-                    },
-                    path,
-                    mode,
-                }
-            }
-            ActionSpec::Template(t) => {
-                let content = render_file(&t.src)?;
-                let dest = render(&t.dest)?;
-                if dest.ends_with(".yml") || dest.ends_with(".yaml") {
-                    check_yaml(&content).map_err(|e| {
-                        fail(format!(
-                            "template {} renders YAML that does not parse: {e}",
-                            t.src
-                        ))
-                    })?;
-                }
-                Action::Template {
-                    src: t.src.clone(),
-                    dest,
-                    mode: parse_mode(t.mode.as_deref(), 0o644).map_err(fail)?,
-                    content,
-                }
-            }
-            ActionSpec::NginxConf(t) => {
-                let content = render_file(&t.src)?;
-                let upstreams = wk_compose::nginx::upstream_servers(&content).map_err(|e| {
-                    fail(format!(
-                        "template {} renders an nginx.conf that does not parse: {e}",
-                        t.src
-                    ))
-                })?;
-                if upstreams.is_empty() {
-                    return Err(fail(format!(
-                        "template {} renders no `upstream` block",
-                        t.src
-                    )));
-                }
-                Action::NginxConf {
-                    src: t.src.clone(),
-                    file: render(&t.file)?,
-                    mode: parse_mode(t.mode.as_deref(), 0o644).map_err(fail)?,
-                    content,
-                    upstreams,
-                }
-            }
-            ActionSpec::ComposeEnv(e) => {
-                let mut env = Vec::new();
-                for (k, v) in &e.env.0 {
-                    if !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                        return Err(fail(format!("`{k}` is not an environment variable name")));
-                    }
-                    env.push((k.clone(), render(v)?));
-                }
-                Action::ComposeEnv {
-                    file: render(&e.file)?,
-                    service: render_selector(&e.service)?,
-                    env,
-                }
-            }
-            ActionSpec::ComposeService(s) => {
-                let content = render_file(&s.src)?;
-                check_yaml_mapping(&content).map_err(|e| {
-                    fail(format!(
-                        "template {} must render one YAML mapping (the service's body): {e}",
-                        s.src
-                    ))
-                })?;
-                Action::ComposeService {
-                    file: render(&s.file)?,
-                    service: render(&s.service)?,
-                    content,
-                    if_missing: s.if_missing,
-                }
-            }
-            ActionSpec::PrometheusJob(p) => {
-                let content = render_file(&p.src)?;
-                let jobs = parse_jobs(&content).map_err(|e| {
-                    fail(format!(
-                        "template {} must render a YAML list of scrape jobs: {e}",
-                        p.src
-                    ))
-                })?;
-                Action::PrometheusJob {
-                    file: render(&p.file)?,
-                    jobs,
-                    content,
-                }
-            }
-            ActionSpec::ComposeUp(u) => {
-                let dir = render(&u.dir)?;
-                let services: Vec<ServiceSelector> = u
-                    .services
-                    .iter()
-                    .map(&render_selector)
-                    .collect::<Result<_, _>>()?;
-                let mut args = "up -d".to_string();
-                for s in &services {
-                    args.push(' ');
-                    args.push_str(&service_name(s));
-                }
-                Action::ComposeUp {
-                    command: docker(&dir, &args),
-                    dir,
-                    services,
-                }
-            }
-            ActionSpec::ComposeSignal(s) => {
-                let dir = render(&s.dir)?;
-                let service = render_selector(&s.service)?;
-                let signal = render(&s.signal)?;
-                if signal.is_empty() || !signal.chars().all(|c| c.is_ascii_alphanumeric()) {
-                    return Err(fail(format!("`{signal}` is not a signal name")));
-                }
-                Action::ComposeSignal {
-                    command: docker(
-                        &dir,
-                        &format!("kill -s {signal} {}", service_name(&service)),
-                    ),
-                    dir,
-                    service,
-                    signal,
-                }
-            }
-            ActionSpec::WaitHealth(w) => Action::WaitHealth {
-                address: render(&w.address)?,
-                path: render(&w.path)?,
-                timeout_secs: w.timeout_secs,
-            },
-            ActionSpec::WaitJoined(w) => {
-                let raw = render(&w.node_id)?;
-                let node_id = raw
-                    .trim()
-                    .parse::<u16>()
-                    .map_err(|_| fail(format!("node_id renders as `{raw}`, not a node id")))?;
-                Action::WaitJoined {
-                    node_id,
-                    timeout_secs: w.timeout_secs,
-                }
-            }
-            ActionSpec::Command(c) => {
-                let mk = |run: String| Command {
-                    run: if c.sudo {
-                        format!("{}{}", sudo_prefix(sudo), run)
-                    } else {
-                        run
-                    },
-                    sudo: c.sudo && sudo != SudoMode::None,
-                };
-                Action::Command {
-                    command: mk(render(&c.run)?),
-                    undo: c.undo.as_deref().map(render).transpose()?.map(mk),
-                }
-            }
-        };
-        Ok(action)
+        .map_err(|e| r.fail(format!("cannot build the template context: {e}")))?;
+        Ok(r)
     }
 
     /// What preflight checks on a host, by the roles the host has in this run.
     fn preflight_checks(&self, host: &Node) -> Vec<Check> {
-        let inv = self.inv;
-        let is_new = self.added.iter().any(|n| n.name == host.name);
+        let mut c = Checks(Vec::new());
+        self.host_checks(host, &mut c);
+        if self.added.iter().any(|n| n.name == host.name) {
+            self.new_node_checks(host, &mut c);
+        }
         let is_member = self.members.iter().any(|n| n.name == host.name);
-        let is_gateway = host.name == inv.gateway.node;
-        let is_seed = host.name == self.seed.name;
-        let mut checks = Vec::new();
-        let mut c = |id: &str, d: String| {
-            checks.push(Check {
-                id: id.into(),
-                description: d,
-            })
-        };
-        c(
+        let is_gateway = host.name == self.inv.gateway.node;
+        if is_member {
+            self.member_checks(host, &mut c);
+        }
+        if is_member || is_gateway {
+            c.add(
+                "edits",
+                "every file wkctl edits here (compose environment, nginx.conf upstreams, prometheus.yml) can be edited without touching anything else; the edits are tried on the files as they are".into(),
+            );
+        }
+        if host.name == self.seed.name {
+            self.seed_checks(host, &mut c);
+        }
+        if is_gateway {
+            self.gateway_checks(&mut c);
+        }
+        c.0
+    }
+
+    /// Every host: SSH, sudo, compose, the Docker daemon, the images.
+    fn host_checks(&self, host: &Node, c: &mut Checks) {
+        c.add(
             "ssh",
             format!(
                 "log in as {} on {}",
@@ -890,100 +769,389 @@ impl Builder<'_> {
                 host_port(&host.ssh.host, host.ssh.port)
             ),
         );
-        match host.ssh.sudo {
-            SudoMode::None => c("docker", "the SSH user may run docker without sudo".into()),
+        let through = match host.ssh.sudo {
+            SudoMode::None => "as the SSH user",
             SudoMode::Passwordless => {
-                c("sudo", "`sudo -n true` succeeds (no password asked)".into())
+                c.add("sudo", "`sudo -n true` succeeds (no password asked)".into());
+                "through sudo"
             }
-            SudoMode::Password => c("sudo", "sudo accepts the password given on stdin".into()),
-        }
-        c(
+            SudoMode::Password => {
+                c.add("sudo", "sudo accepts the password given on stdin".into());
+                "through sudo"
+            }
+        };
+        c.add(
             "compose",
-            match inv.compose_command {
-                ComposeCommand::Auto => {
-                    "a compose command exists (`docker compose` v2, else `docker-compose`)".into()
-                }
-                other => format!("`{} version` runs", other.program().unwrap_or_default()),
+            match self.inv.compose_command {
+                ComposeCommand::Auto => format!(
+                    "a compose command exists {through}, as the steps call it (`docker compose` v2, else `docker-compose`)"
+                ),
+                other => format!(
+                    "`{} version` runs {through}",
+                    other.program().unwrap_or_default()
+                ),
             },
         );
-        if is_new {
-            c("install-dir", format!("{} is absent or holds no WuKongIM data (a data dir with a cluster config never re-joins)", host.install_dir));
-            let ports: Vec<String> = NODE_PORTS.iter().map(|p| p.to_string()).collect();
-            c("ports-free", format!("ports {} are free", ports.join(", ")));
-            c(
-                "reach-seed",
-                format!(
-                    "this host reaches the seed's cluster port {}",
-                    self.seed
-                        .spec
-                        .split_once('@')
-                        .map(|(_, a)| a)
-                        .unwrap_or_default()
-                ),
-            );
-        }
-        if is_member {
-            c(
-                "health",
-                format!(
-                    "/health on {} answers 200",
-                    host_port(&host.internal_address, PORT_API)
-                ),
-            );
-            c("service", format!("{}/docker-compose.yml has a service running image …/wukongim (found by image, whatever its name)", host.install_dir));
-            c(
-                "image-tag",
-                format!("the running image tag matches {}", inv.image),
-            );
-        }
-        if is_member || is_gateway {
-            c(
-                "edits",
-                "every file wkctl edits here (compose environment, nginx.conf upstreams, prometheus.yml) can be edited without touching anything else; the edits are tried on the files as they are".into(),
-            );
-        }
-        if is_seed {
-            c(
-                "cluster-addr",
-                format!(
-                    "/cluster/simpleNodes shows {}'s cluster_addr as {} (WuKongIM fixes it at first boot)",
-                    host.name,
-                    host_port(&host.internal_address, PORT_CLUSTER)
-                ),
-            );
-            let ids: Vec<String> = self.added.iter().map(|n| n.id.to_string()).collect();
-            c(
-                "ids-free",
-                format!("no member of the cluster has id {}", ids.join(" or ")),
-            );
-            c("jwt-secret", "WK_JWT_SECRET, if set, is carried to the new nodes; WK_MANAGERTOKEN, if set, is sent as the `token` header".into());
-        }
-        if is_gateway {
-            for n in self.added {
-                c(
-                    "reach-new",
-                    format!(
-                        "this host reaches {}'s API {}",
-                        n.name,
-                        host_port(&n.internal_address, PORT_API)
-                    ),
-                );
-            }
-            c(
-                "prometheus",
-                format!("{} exists and parses", self.gateway.prometheus_path),
-            );
-            let p = inv.gateway.ports;
-            c(
-                "lb-ports",
-                format!(
-                    "load-balancer ports {}, {}, {}, {}, {} are free or already nginx's",
-                    p.api, p.tcp, p.ws, p.manager, p.demo
-                ),
-            );
-        }
-        checks
+        c.add(
+            "docker",
+            format!("the Docker daemon answers `docker version` {through}"),
+        );
+        c.add(
+            "images",
+            "every image this host's compose files name is present (a missing one is pulled before anything changes)".into(),
+        );
     }
+
+    fn new_node_checks(&self, host: &Node, c: &mut Checks) {
+        c.add("install-dir", format!("{} is absent or holds no WuKongIM data: no cluster config (a data dir with one never re-joins), at most what a failed first boot left", host.install_dir));
+        let ports: Vec<String> = NODE_PORTS.iter().map(|p| p.to_string()).collect();
+        c.add("ports-free", format!("ports {} are free", ports.join(", ")));
+        c.add(
+            "reach-seed",
+            format!(
+                "this host reaches the seed's cluster port {}",
+                self.seed
+                    .spec
+                    .split_once('@')
+                    .map(|(_, a)| a)
+                    .unwrap_or_default()
+            ),
+        );
+        c.add(
+            "reach-members",
+            "this host reaches every member's cluster port 11110 and API port 5001 (raft goes over each sender's own connection; the admin UI's node page asks every node's API)".into(),
+        );
+    }
+
+    fn member_checks(&self, host: &Node, c: &mut Checks) {
+        c.add(
+            "health",
+            format!(
+                "/health on {} answers 200, and the cluster works on live signals: a config leader, this node online, no slot leaderless or moving",
+                host_port(&host.internal_address, PORT_API)
+            ),
+        );
+        c.add(
+            "reach-to-new",
+            "this host reaches every new node's cluster port 11110 and API port 5001 (refused counts: nothing listens there yet), and every other member's API port 5001".into(),
+        );
+        c.add(
+            "data-mount",
+            "the WuKongIM service bind-mounts a host directory at /root/wukongim, and no wk.yaml there moves rootDir away (else recreating it could lose or hide its data)".into(),
+        );
+        c.add("service", format!("{}/docker-compose.yml has a service running image …/wukongim (found by image, whatever its name)", host.install_dir));
+        c.add(
+            "image-tag",
+            format!("the running image tag matches {}", self.inv.image),
+        );
+    }
+
+    fn seed_checks(&self, host: &Node, c: &mut Checks) {
+        c.add(
+            "cluster-addr",
+            format!(
+                "/cluster/simpleNodes shows {}'s cluster_addr as {} (WuKongIM fixes it at first boot)",
+                host.name,
+                host_port(&host.internal_address, PORT_CLUSTER)
+            ),
+        );
+        let ids: Vec<String> = self.added.iter().map(|n| n.id.to_string()).collect();
+        c.add(
+            "ids-free",
+            format!("no member of the cluster has id {}", ids.join(" or ")),
+        );
+        c.add("settings", "the seed's cluster-wide WuKongIM settings (every WK_* and wk.yaml setting but the node-specific ones: WK_MODE, WK_TOKENAUTHON, WK_JWT_SECRET, webhooks, data sources, the slot count, ...) go to the new nodes, and every member has the same ones; WK_MANAGERTOKEN, if set, is sent as the `token` header, never added".into());
+    }
+
+    fn gateway_checks(&self, c: &mut Checks) {
+        for n in self.added {
+            c.add(
+                "reach-new",
+                format!(
+                    "this host reaches {}'s API {}",
+                    n.name,
+                    host_port(&n.internal_address, PORT_API)
+                ),
+            );
+        }
+        c.add(
+            "prometheus",
+            format!("{} exists and parses", self.gateway.prometheus_path),
+        );
+        let p = self.inv.gateway.ports;
+        c.add(
+            "lb-ports",
+            format!(
+                "load-balancer ports {}, {}, {}, {}, {} are free or already nginx's",
+                p.api, p.tcp, p.ws, p.manager, p.demo
+            ),
+        );
+    }
+}
+
+/// The checks a host's preflight step lists.
+struct Checks(Vec<Check>);
+
+impl Checks {
+    fn add(&mut self, id: &str, description: String) {
+        self.0.push(Check {
+            id: id.into(),
+            description,
+        });
+    }
+}
+
+/// A step's values rendered for one host: its strings and templates (with the tera context of
+/// the host), its compose commands (with the host's compose program and sudo).
+struct Render<'r> {
+    tera: &'r tera::Tera,
+    host: &'r Node,
+    id: &'r str,
+    ctx: tera::Context,
+    facts: Option<&'r HostFacts>,
+    compose: String,
+}
+
+impl Render<'_> {
+    fn fail(&self, message: String) -> PlanError {
+        PlanError::Step {
+            step: self.id.to_string(),
+            host: self.host.name.clone(),
+            message,
+        }
+    }
+
+    fn str(&self, s: &str) -> Result<String, PlanError> {
+        self.tera
+            .render_str(s, &self.ctx, false)
+            .map_err(|e| self.fail(format!("cannot render `{s}`: {}", error_chain(&e))))
+    }
+
+    fn file(&self, name: &str) -> Result<String, PlanError> {
+        self.tera.render(name, &self.ctx).map_err(|e| {
+            self.fail(format!(
+                "cannot render template {name}: {}",
+                error_chain(&e)
+            ))
+        })
+    }
+
+    fn mode(&self, m: Option<&str>, default: u32) -> Result<u32, PlanError> {
+        parse_mode(m, default).map_err(|e| self.fail(e))
+    }
+
+    /// The compose service a selector names on this host (the WuKongIM service as the host's
+    /// facts found it by image). It goes into a shell command, so it must be a name compose
+    /// itself accepts (letters, digits, `_`, `.`, `-`, not first): a name read from a host's
+    /// compose file is the host's word, not ours.
+    fn service_name(&self, sel: &ServiceSelector) -> Result<String, PlanError> {
+        let name = match sel {
+            ServiceSelector::Name(n) => n.clone(),
+            ServiceSelector::ImageName(_) => self
+                .facts
+                .and_then(|f| f.wukongim_service.clone())
+                .unwrap_or_else(|| SERVICE_PLACEHOLDER.to_string()),
+        };
+        if name != SERVICE_PLACEHOLDER && !is_service_name(&name) {
+            return Err(self.fail(format!(
+                "the compose service name `{name}` is not one compose accepts (letters, digits, `_`, `.`, `-`); wkctl does not put it in a command. Rename the service in {}/docker-compose.yml",
+                self.host.install_dir
+            )));
+        }
+        Ok(name)
+    }
+
+    fn selector(&self, sel: &ServiceSelector) -> Result<ServiceSelector, PlanError> {
+        Ok(match sel {
+            ServiceSelector::Name(n) => ServiceSelector::Name(self.str(n)?),
+            ServiceSelector::ImageName(i) => ServiceSelector::ImageName(self.str(i)?),
+        })
+    }
+
+    /// `cd DIR && [sudo] COMPOSE ARGS`.
+    fn docker(&self, dir: &str, args: &str) -> Command {
+        let sudo = self.host.ssh.sudo;
+        Command {
+            run: format!(
+                "cd {} && {}{} {}",
+                shell_path(dir),
+                sudo_prefix(sudo),
+                self.compose,
+                args
+            ),
+            sudo: sudo != SudoMode::None,
+        }
+    }
+
+    fn mkdir(&self, m: &MkdirSpec) -> Result<Action, PlanError> {
+        let path = self.str(&m.path)?;
+        let mode = self.mode(m.mode.as_deref(), 0o755)?;
+        Ok(Action::Mkdir {
+            command: Command {
+                run: format!("mkdir -p -m {mode:o} {}", shell_path(&path)),
+                sudo: false,
+            },
+            path,
+            mode,
+        })
+    }
+
+    fn template(&self, t: &TemplateSpec) -> Result<Action, PlanError> {
+        let content = self.file(&t.src)?;
+        let dest = self.str(&t.dest)?;
+        if dest.ends_with(".yml") || dest.ends_with(".yaml") {
+            check_yaml(&content).map_err(|e| {
+                self.fail(format!(
+                    "template {} renders YAML that does not parse: {e}",
+                    t.src
+                ))
+            })?;
+        }
+        Ok(Action::Template {
+            src: t.src.clone(),
+            dest,
+            mode: self.mode(t.mode.as_deref(), 0o644)?,
+            content,
+        })
+    }
+
+    fn nginx_conf(&self, t: &NginxConfSpec) -> Result<Action, PlanError> {
+        let content = self.file(&t.src)?;
+        let upstreams = wk_compose::nginx::upstream_servers(&content).map_err(|e| {
+            self.fail(format!(
+                "template {} renders an nginx.conf that does not parse: {e}",
+                t.src
+            ))
+        })?;
+        if upstreams.is_empty() {
+            return Err(self.fail(format!("template {} renders no `upstream` block", t.src)));
+        }
+        Ok(Action::NginxConf {
+            src: t.src.clone(),
+            file: self.str(&t.file)?,
+            mode: self.mode(t.mode.as_deref(), 0o644)?,
+            content,
+            upstreams,
+        })
+    }
+
+    fn compose_env(&self, e: &ComposeEnvSpec) -> Result<Action, PlanError> {
+        let mut env = Vec::new();
+        for (k, v) in &e.env.0 {
+            if !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(self.fail(format!("`{k}` is not an environment variable name")));
+            }
+            env.push((k.clone(), self.str(v)?));
+        }
+        Ok(Action::ComposeEnv {
+            file: self.str(&e.file)?,
+            service: self.selector(&e.service)?,
+            env,
+        })
+    }
+
+    fn compose_service(&self, s: &ComposeServiceSpec) -> Result<Action, PlanError> {
+        let content = self.file(&s.src)?;
+        check_yaml_mapping(&content).map_err(|e| {
+            self.fail(format!(
+                "template {} must render one YAML mapping (the service's body): {e}",
+                s.src
+            ))
+        })?;
+        Ok(Action::ComposeService {
+            file: self.str(&s.file)?,
+            service: self.str(&s.service)?,
+            content,
+            if_missing: s.if_missing,
+        })
+    }
+
+    fn prometheus_job(&self, p: &PrometheusJobSpec) -> Result<Action, PlanError> {
+        let content = self.file(&p.src)?;
+        let jobs = parse_jobs(&content).map_err(|e| {
+            self.fail(format!(
+                "template {} must render a YAML list of scrape jobs: {e}",
+                p.src
+            ))
+        })?;
+        Ok(Action::PrometheusJob {
+            file: self.str(&p.file)?,
+            jobs,
+            content,
+        })
+    }
+
+    fn compose_up(&self, u: &ComposeUpSpec) -> Result<Action, PlanError> {
+        let dir = self.str(&u.dir)?;
+        let services: Vec<ServiceSelector> = u
+            .services
+            .iter()
+            .map(|s| self.selector(s))
+            .collect::<Result<_, _>>()?;
+        let mut args = "up -d".to_string();
+        for s in &services {
+            args.push(' ');
+            args.push_str(&self.service_name(s)?);
+        }
+        Ok(Action::ComposeUp {
+            command: self.docker(&dir, &args),
+            dir,
+            services,
+        })
+    }
+
+    fn compose_signal(&self, s: &ComposeSignalSpec) -> Result<Action, PlanError> {
+        let dir = self.str(&s.dir)?;
+        let service = self.selector(&s.service)?;
+        let signal = self.str(&s.signal)?;
+        if signal.is_empty() || !signal.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(self.fail(format!("`{signal}` is not a signal name")));
+        }
+        Ok(Action::ComposeSignal {
+            command: self.docker(
+                &dir,
+                &format!("kill -s {signal} {}", self.service_name(&service)?),
+            ),
+            dir,
+            service,
+            signal,
+        })
+    }
+
+    fn wait_joined(&self, w: &WaitJoinedSpec) -> Result<Action, PlanError> {
+        let raw = self.str(&w.node_id)?;
+        let node_id = raw
+            .trim()
+            .parse::<u16>()
+            .map_err(|_| self.fail(format!("node_id renders as `{raw}`, not a node id")))?;
+        Ok(Action::WaitJoined {
+            node_id,
+            timeout_secs: w.timeout_secs,
+        })
+    }
+
+    fn command(&self, c: &CommandSpec) -> Result<Action, PlanError> {
+        let sudo = self.host.ssh.sudo;
+        let mk = |run: String| Command {
+            run: if c.sudo {
+                format!("{}{}", sudo_prefix(sudo), run)
+            } else {
+                run
+            },
+            sudo: c.sudo && sudo != SudoMode::None,
+        };
+        Ok(Action::Command {
+            command: mk(self.str(&c.run)?),
+            undo: c.undo.as_deref().map(|u| self.str(u)).transpose()?.map(mk),
+        })
+    }
+}
+
+/// Compose's rule for a service name: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
+pub fn is_service_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
 pub fn sudo_prefix(mode: SudoMode) -> &'static str {

@@ -1,6 +1,7 @@
 //! Plan tests against fixture files: `tests/fixtures/plan/<case>/in/` holds the inventory
 //! (`cluster.yml`, or the repository's `examples/cluster.yml` when absent), `add` (the nodes to
-//! add) and optionally `extra_env`; `out/<host>/` holds every file the plan writes or merges.
+//! add) and optionally `extra_env` (the seed's cluster-wide settings the engine carries, one
+//! `K=V` a line); `out/<host>/` holds every file the plan writes or merges.
 //! `WKCTL_BLESS=1` rewrites `out/` from what the code produces (review the diff before committing).
 
 use std::collections::BTreeMap;
@@ -232,6 +233,17 @@ fn step_ids_are_stable_and_unique() {
 }
 
 #[test]
+fn a_plan_reads_back_as_it_was_written() {
+    // Rollback and resume read plan.json back into a plan: every field survives the trip.
+    for name in ["seed-node2", "three-nodes", "custom-ports-ipv6"] {
+        let (_, plan) = outputs(name);
+        let text = serde_json::to_string_pretty(&plan).unwrap();
+        let back: crate::Plan = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, plan, "{name}");
+    }
+}
+
+#[test]
 fn fingerprint_follows_the_inputs() {
     let text = read(&repo().join("examples/cluster.yml"));
     let inv = Inventory::parse("cluster.yml", &text).unwrap();
@@ -273,10 +285,8 @@ fn sudo_modes_shape_commands() {
     );
 }
 
-#[test]
-fn host_facts_replace_placeholders() {
-    let text = read(&repo().join("examples/cluster.yml"));
-    let inv = Inventory::parse("cluster.yml", &text).unwrap();
+/// Adding node2 to node1, whose facts say `docker compose` runs its WuKongIM as `service`.
+fn node2_with_node1_service(service: &str) -> PlanRequest {
     let mut req = PlanRequest {
         add: vec!["node2".into()],
         members: Some(vec!["node1".into()]),
@@ -286,9 +296,44 @@ fn host_facts_replace_placeholders() {
         "node1".into(),
         crate::plan::HostFacts {
             compose: Some("docker compose".into()),
-            wukongim_service: Some("wukongim1".into()),
+            wukongim_service: Some(service.into()),
         },
     );
+    req
+}
+
+#[test]
+fn a_service_name_that_is_not_compose_s_stays_out_of_commands() {
+    // The WuKongIM service's name comes from the host's compose file: a crafted one must not
+    // end in a shell command.
+    let text = read(&repo().join("examples/cluster.yml"));
+    let inv = Inventory::parse("cluster.yml", &text).unwrap();
+    for bad in [
+        "wk;touch /tmp/pwned",
+        "wk$(id)",
+        "-wk",
+        "wk service",
+        "wk`id`",
+    ] {
+        let req = node2_with_node1_service(bad);
+        let err = build(&inv, &text, &Sources::embedded(), &req)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("member-up@node1") && err.contains("is not one compose accepts"),
+            "{bad}: {err}"
+        );
+    }
+    for good in ["wukongim", "wk_1.a-b", "1wk"] {
+        assert!(crate::plan::is_service_name(good), "{good}");
+    }
+}
+
+#[test]
+fn host_facts_replace_placeholders() {
+    let text = read(&repo().join("examples/cluster.yml"));
+    let inv = Inventory::parse("cluster.yml", &text).unwrap();
+    let req = node2_with_node1_service("wukongim1");
     let plan = build(&inv, &text, &Sources::embedded(), &req).unwrap();
     assert!(
         plan.assumptions.is_empty(),

@@ -280,8 +280,20 @@ pub trait Remote: Send + Sync {
         content: &[u8],
         mode: Option<u32>,
     ) -> impl Future<Output = Result<(), RemoteError>> + Send {
-        let req =
-            ExecRequest::new(shell::write_file(path, mode, content.len())).stdin(content.to_vec());
+        self.write_file_as(path, content, mode, shell::Replace::Rename)
+    }
+
+    /// Writes a file as [`Remote::write_file`] does, an existing one replaced as `how` says
+    /// ([`shell::Replace::KeepInode`] for a file a container bind-mounts on its own).
+    fn write_file_as(
+        &self,
+        path: &str,
+        content: &[u8],
+        mode: Option<u32>,
+        how: shell::Replace,
+    ) -> impl Future<Output = Result<(), RemoteError>> + Send {
+        let req = ExecRequest::new(shell::write_file(path, mode, content.len(), how))
+            .stdin(content.to_vec());
         async move {
             let out = self.exec(req).await?;
             shell::check_file_op(self.name(), path, out)

@@ -38,12 +38,18 @@ pub fn first_line(cmd: &str) -> &str {
 
 const MISSING: u32 = 3;
 
+/// Reads a file with its mode; a symbolic link is followed, and the mode is its target's (the
+/// link's own is always 777).
 pub fn read_file(p: &str) -> String {
     format!(
-        "p={}\n[ -e \"$p\" ] || exit {MISSING}\n[ -d \"$p\" ] && {{ echo 'is a directory' >&2; exit 4; }}\nstat -c '%a' -- \"$p\" && exec cat -- \"$p\"",
+        "p={}\n[ -e \"$p\" ] || exit {MISSING}\n[ -d \"$p\" ] && {{ echo 'is a directory' >&2; exit 4; }}\nstat -L -c '%a' -- \"$p\" && exec cat -- \"$p\"",
         path(p)
     )
 }
+
+/// A symbolic link at `$p` is followed to the file it names (its whole chain): the file is
+/// written, the link stays a link.
+const FOLLOW: &str = "if [ -L \"$p\" ]; then q=$(readlink -f -- \"$p\") && [ -n \"$q\" ] || { echo \"$p is a symbolic link whose target cannot be resolved\" >&2; exit 1; }; p=$q; fi\n";
 
 pub fn parse_read_file(
     host: &str,
@@ -66,13 +72,28 @@ pub fn parse_read_file(
     }))
 }
 
-/// Writes stdin to the file atomically: temp file in the same directory, fsync, rename, fsync
-/// of the directory. A reader sees the old file or the new one, never a part. `len` is the
-/// number of bytes the caller sends: when the connection drops mid-upload, `cat` sees an early
-/// end of its input and exits 0, so the length is what tells a whole upload from a cut one (a
-/// cut one is removed, and the file stays as it was). The temp file also goes when the shell
-/// is ended by a signal.
-pub fn write_file(p: &str, mode: Option<u32>, len: usize) -> String {
+/// How a write replaces a file that exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replace {
+    /// Temp file, fsync, rename: a reader sees the old file or the new one, never a part.
+    Rename,
+    /// The new bytes are copied into the existing file (same inode), after the whole upload
+    /// arrived in a temp file: a container that bind-mounts this one file sees them (after a
+    /// rename it would go on seeing the old inode). A file that does not exist yet is created
+    /// by rename.
+    KeepInode,
+}
+
+/// Writes stdin to the file: the upload goes to a temp file in the same directory first. `len`
+/// is the number of bytes the caller sends: when the connection drops mid-upload, `cat` sees an
+/// early end of its input and exits 0, so the length is what tells a whole upload from a cut one
+/// (a cut one is removed, and the file stays as it was). The temp file also goes when the shell
+/// is ended by a signal. Then [`Replace`] says how the file takes the new bytes; with
+/// `KeepInode` the copy ignores hang-ups (it is not cut half way by a dropped connection) and
+/// is compared with the upload afterwards. A symbolic link is followed ([`FOLLOW`]): the file it
+/// names takes the bytes, with its own mode (and owner, where the user may give it), and the link
+/// stays.
+pub fn write_file(p: &str, mode: Option<u32>, len: usize, how: Replace) -> String {
     let chmod = match mode {
         Some(m) => format!("chmod {m:o} \"$t\""),
         None => {
@@ -80,8 +101,19 @@ pub fn write_file(p: &str, mode: Option<u32>, len: usize) -> String {
                 .to_string()
         }
     };
+    let chown = "[ -e \"$p\" ] && chown --reference=\"$p\" -- \"$t\" 2>/dev/null || true\n";
+    let in_place = match how {
+        Replace::Rename => String::new(),
+        Replace::KeepInode => format!(
+            "if [ -f \"$p\" ] && [ ! -L \"$p\" ]; then\n  trap '' HUP INT TERM PIPE\n  {}cat -- \"$t\" > \"$p\"\n  sync -- \"$p\" 2>/dev/null || true\n  cmp -s -- \"$t\" \"$p\" || {{ echo 'the file does not hold what was written (changed by someone else meanwhile?)' >&2; exit 1; }}\n  exit 0\nfi\n",
+            match mode {
+                Some(m) => format!("chmod {m:o} -- \"$p\"\n  "),
+                None => String::new(),
+            }
+        ),
+    };
     format!(
-        "set -e\np={}\nd=$(dirname -- \"$p\")\nt=$(mktemp \"$d/.wkctl-tmp.XXXXXX\")\ntrap 'rm -f -- \"$t\"' EXIT\ntrap 'exit 129' HUP INT TERM PIPE\ncat > \"$t\"\nn=$(wc -c < \"$t\")\n[ \"$n\" -eq {len} ] || {{ echo \"the upload was cut: $n of {len} bytes arrived; the file is unchanged\" >&2; exit 1; }}\n{chmod}\nsync -- \"$t\"\nmv -f -- \"$t\" \"$p\"\ntrap - EXIT\nsync -- \"$d\" 2>/dev/null || true",
+        "set -e\np={}\n{FOLLOW}d=$(dirname -- \"$p\")\nt=$(mktemp \"$d/.wkctl-tmp.XXXXXX\")\ntrap 'rm -f -- \"$t\"' EXIT\ntrap 'exit 129' HUP INT TERM PIPE\ncat > \"$t\"\nn=$(wc -c < \"$t\")\n[ \"$n\" -eq {len} ] || {{ echo \"the upload was cut: $n of {len} bytes arrived; the file is unchanged\" >&2; exit 1; }}\n{in_place}{chmod}\n{chown}sync -- \"$t\"\nmv -f -- \"$t\" \"$p\"\ntrap - EXIT\nsync -- \"$d\" 2>/dev/null || true",
         path(p)
     )
 }
@@ -170,18 +202,25 @@ pub fn sudo_password(sudo: &crate::Sudo) -> Option<crate::Secret> {
 
 /// Wraps a command for the host's sudo mode. Returns the command line and what goes on stdin
 /// ahead of the command's own input (the password, for `Sudo::Password`).
+///
+/// The root side runs under `timeout 0` (no time limit) where the host has it: a signal that
+/// ends a timed-out command reaches sudo as the user, and sudo passes it to its child only;
+/// `timeout` makes itself a process group and passes it on to the whole group, so nothing the
+/// command started as root outlives it.
 pub fn sudo_wrap(sudo: &crate::Sudo, command: &str) -> (String, Option<crate::Secret>) {
+    let root = format!("sh -c {} wkctl {}", quote(ROOT_GROUP), quote(command));
     match sudo {
         crate::Sudo::None => (command.to_string(), None),
-        crate::Sudo::Passwordless => (format!("sudo -n -- sh -c {}", quote(command)), None),
+        crate::Sudo::Passwordless => (format!("sudo -n -- {root}"), None),
         // -k: always read the password, so a cached timestamp never lets the password line
         // fall through to the command's stdin.
-        crate::Sudo::Password(p) => (
-            format!("sudo -k -S -p '' -- sh -c {}", quote(command)),
-            Some(p.clone()),
-        ),
+        crate::Sudo::Password(p) => (format!("sudo -k -S -p '' -- {root}"), Some(p.clone())),
     }
 }
+
+/// Runs `$1` as a process group of its own that a TERM ends whole (see [`sudo_wrap`]).
+const ROOT_GROUP: &str =
+    "command -v timeout >/dev/null 2>&1 && exec timeout 0 sh -c \"$1\"; exec sh -c \"$1\"";
 
 #[cfg(test)]
 mod tests {
@@ -205,7 +244,13 @@ mod tests {
             &crate::Sudo::Password(crate::Secret::new("pa55 word")),
             "id -u",
         );
-        assert_eq!(cmd, "sudo -k -S -p '' -- sh -c 'id -u'");
+        assert_eq!(
+            cmd,
+            format!(
+                "sudo -k -S -p '' -- sh -c {} wkctl 'id -u'",
+                quote(ROOT_GROUP)
+            )
+        );
         assert!(!cmd.contains("pa55"));
         assert_eq!(stdin.unwrap().expose(), "pa55 word");
         assert_eq!(format!("{:?}", crate::Secret::new("x")), "Secret(***)");

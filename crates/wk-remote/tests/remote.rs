@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wk_lab::Lab;
+use wk_remote::shell::Replace;
 use wk_remote::ssh::{Hop, HostKeyPolicy, Prompter, SshOptions};
 use wk_remote::{ExecRequest, LocalRemote, Remote, RemoteError, Secret, SshRemote, Sudo};
 
@@ -23,6 +24,52 @@ fn scratch(name: &str) -> PathBuf {
 
 // ---------------------------------------------------------------------------------------------
 // Local remote: the same file scripts, without SSH.
+
+/// A compose file reached through a symbolic link (kept elsewhere, 0600 for its secrets): a
+/// write goes to the file the link names, which keeps its mode; the link stays a link.
+#[tokio::test]
+async fn a_symlinked_file_is_written_through_its_link() {
+    use std::os::unix::fs::PermissionsExt;
+    let r = LocalRemote::new("local", scratch("local-symlink")).unwrap();
+    let home = r.home().to_path_buf();
+    std::fs::create_dir_all(home.join("secrets")).unwrap();
+    std::fs::create_dir_all(home.join("wukongim")).unwrap();
+    let real = home.join("secrets/compose.yml");
+    let link = home.join("wukongim/docker-compose.yml");
+    std::fs::write(&real, b"WK_JWT_SECRET=one\n").unwrap();
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::symlink("../secrets/compose.yml", &link).unwrap();
+    let f = r
+        .read_file("~/wukongim/docker-compose.yml")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (f.content.as_slice(), f.mode),
+        (&b"WK_JWT_SECRET=one\n"[..], 0o600),
+        "the target's mode, not the link's 777"
+    );
+    for how in [Replace::Rename, Replace::KeepInode] {
+        r.write_file_as(
+            "~/wukongim/docker-compose.yml",
+            b"WK_JWT_SECRET=two\n",
+            None,
+            how,
+        )
+        .await
+        .unwrap();
+        let kind = std::fs::symlink_metadata(&link).unwrap().file_type();
+        assert!(kind.is_symlink(), "{how:?}: the link stays");
+        assert_eq!(
+            std::fs::read(&real).unwrap(),
+            b"WK_JWT_SECRET=two\n",
+            "{how:?}"
+        );
+        let mode = std::fs::metadata(&real).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{how:?}: the target keeps its mode");
+        std::fs::write(&real, b"WK_JWT_SECRET=one\n").unwrap();
+    }
+}
 
 #[tokio::test]
 async fn local_files_round_trip_with_modes() {
@@ -88,40 +135,92 @@ async fn local_files_round_trip_with_modes() {
 }
 
 /// A connection that drops mid-upload ends `cat`'s input early, as if the file were shorter:
-/// the write must then fail and leave the file as it was, with no temp file behind.
+/// the write must then fail and leave the file as it was, with no temp file behind, whichever
+/// way the file is to be replaced.
 #[tokio::test]
 async fn an_upload_cut_short_changes_nothing() {
-    let r = LocalRemote::new("local", scratch("cut-upload")).unwrap();
-    r.mkdir_p("~/w", 0o755).await.unwrap();
-    r.write_file("~/w/f", b"the old content\n", None)
-        .await
-        .unwrap();
-    let whole = vec![b'n'; 100_000];
-    // The script expects 100 000 bytes; 40 000 arrive before the input ends.
-    let out = r
-        .exec(
-            ExecRequest::new(wk_remote::shell::write_file("~/w/f", None, whole.len()))
+    use wk_remote::shell::Replace;
+    for how in [Replace::Rename, Replace::KeepInode] {
+        let r = LocalRemote::new("local", scratch(&format!("cut-upload-{how:?}"))).unwrap();
+        r.mkdir_p("~/w", 0o755).await.unwrap();
+        r.write_file("~/w/f", b"the old content\n", None)
+            .await
+            .unwrap();
+        let whole = vec![b'n'; 100_000];
+        // The script expects 100 000 bytes; 40 000 arrive before the input ends.
+        let out = r
+            .exec(
+                ExecRequest::new(wk_remote::shell::write_file(
+                    "~/w/f",
+                    None,
+                    whole.len(),
+                    how,
+                ))
                 .stdin(whole[..40_000].to_vec()),
-        )
+            )
+            .await
+            .unwrap();
+        assert!(!out.success(), "a cut upload must fail");
+        assert!(
+            out.stderr_str()
+                .contains("the upload was cut: 40000 of 100000 bytes arrived"),
+            "{}",
+            out.stderr_str()
+        );
+        let f = r.read_file("~/w/f").await.unwrap().unwrap();
+        assert_eq!(f.content, b"the old content\n", "the file is as it was");
+        let names: Vec<_> = std::fs::read_dir(r.home().join("w"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "no temp file left: {names:?}");
+        // The whole upload goes through.
+        r.write_file_as("~/w/f", &whole, None, how).await.unwrap();
+        assert_eq!(r.read_file("~/w/f").await.unwrap().unwrap().content, whole);
+    }
+}
+
+/// A file a container bind-mounts on its own must keep its inode: the mount goes on showing
+/// the inode it was made with, so a rename would leave the container on the old file.
+#[tokio::test]
+async fn keep_inode_writes_into_the_same_file() {
+    use std::os::unix::fs::MetadataExt;
+    use wk_remote::shell::Replace;
+    let r = LocalRemote::new("local", scratch("keep-inode")).unwrap();
+    r.mkdir_p("~/w", 0o755).await.unwrap();
+    r.write_file("~/w/conf", b"old\n", Some(0o640))
         .await
         .unwrap();
-    assert!(!out.success(), "a cut upload must fail");
-    assert!(
-        out.stderr_str()
-            .contains("the upload was cut: 40000 of 100000 bytes arrived"),
-        "{}",
-        out.stderr_str()
+    let path = r.home().join("w/conf");
+    let ino = std::fs::metadata(&path).unwrap().ino();
+    // An open handle stands for the container's mount: it sees what the write wrote.
+    r.write_file_as("~/w/conf", b"new and longer\n", None, Replace::KeepInode)
+        .await
+        .unwrap();
+    let meta = std::fs::metadata(&path).unwrap();
+    assert_eq!(meta.ino(), ino, "the inode was kept");
+    assert_eq!(meta.mode() & 0o777, 0o640, "and its mode");
+    assert_eq!(std::fs::read(&path).unwrap(), b"new and longer\n");
+    r.write_file_as("~/w/conf", b"x\n", Some(0o600), Replace::KeepInode)
+        .await
+        .unwrap();
+    let meta = std::fs::metadata(&path).unwrap();
+    assert_eq!((meta.ino(), meta.mode() & 0o777), (ino, 0o600));
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        b"x\n",
+        "shorter content truncates"
     );
-    let f = r.read_file("~/w/f").await.unwrap().unwrap();
-    assert_eq!(f.content, b"the old content\n", "the file is as it was");
-    let names: Vec<_> = std::fs::read_dir(r.home().join("w"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert_eq!(names.len(), 1, "no temp file left: {names:?}");
-    // The whole upload goes through.
-    r.write_file("~/w/f", &whole, None).await.unwrap();
-    assert_eq!(r.read_file("~/w/f").await.unwrap().unwrap().content, whole);
+    // Rename (the default) gives a new inode: what a single-file bind mount does not follow.
+    r.write_file("~/w/conf", b"renamed\n", None).await.unwrap();
+    assert_ne!(std::fs::metadata(&path).unwrap().ino(), ino);
+    // A file that is not there yet is made (by rename), with no temp file left.
+    r.write_file_as("~/w/fresh", b"made\n", None, Replace::KeepInode)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(r.home().join("w/fresh")).unwrap(), b"made\n");
+    let names: Vec<_> = std::fs::read_dir(r.home().join("w")).unwrap().collect();
+    assert_eq!(names.len(), 2);
 }
 
 #[tokio::test]
@@ -635,12 +734,44 @@ async fn a_command_silent_for_twenty_seconds_is_not_cut_off() {
         (out.stdout_str().as_str(), out.status),
         ("finished\n", Some(0))
     );
-    // A timeout, when asked for, is honoured.
+    // A timeout, when asked for, is honoured, and ends the command on the host: nothing of it
+    // is left running there (as root through sudo either).
     let err = r
-        .exec(ExecRequest::new("sleep 30").timeout(Duration::from_secs(1)))
+        .exec(ExecRequest::new("sleep 31; echo after").timeout(Duration::from_secs(1)))
         .await
         .unwrap_err();
     assert!(matches!(err, RemoteError::Timeout { secs: 1, .. }), "{err}");
+    assert_eq!(
+        left_running(&lab, "node2", &["sleep", "31"]),
+        Vec::<u32>::new()
+    );
+    let mut o = opts(&lab, "node2");
+    o.sudo = Sudo::Password(Secret::new(lab.host("node2").password.clone()));
+    let root = connect(o).await.unwrap();
+    let err = root
+        .exec(
+            ExecRequest::new("sleep 32; echo after")
+                .sudo(true)
+                .timeout(Duration::from_secs(1)),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RemoteError::Timeout { secs: 1, .. }), "{err}");
+    assert_eq!(
+        left_running(&lab, "node2", &["sleep", "32"]),
+        Vec::<u32>::new()
+    );
+}
+
+/// Pids in a lab host's namespace whose command line is `argv`.
+fn left_running(lab: &Lab, host: &str, argv: &[&str]) -> Vec<u32> {
+    let want: String = argv.iter().map(|a| format!("{a}\0")).collect();
+    lab.pids(lab.host(host))
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want.as_bytes())
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -894,14 +1025,16 @@ async fn a_dropped_connection_fails_the_step_and_reopens_only_when_asked() {
     let h = lab.host("node4");
     let r = connect(opts(&lab, "node4")).await.unwrap();
     assert_eq!(sh(&r, "echo up").await, "up\n");
-    // End the session processes (not the listener) by their pids in node4's namespace.
+    // End sshd's session processes (not the listener, nor the host's Docker Engine) by their
+    // pids in node4's namespace.
     let listener: u32 = std::fs::read_to_string(h.sshd_pid_file())
         .unwrap()
         .trim()
         .parse()
         .unwrap();
     for pid in lab.pids(h) {
-        if pid != listener {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if pid != listener && comm.trim().starts_with("sshd") {
             let _ = std::process::Command::new("kill")
                 .args(["-KILL", &pid.to_string()])
                 .status();

@@ -159,11 +159,15 @@ pub struct ExpandArgs {
     #[arg(long, requires = "dry_run")]
     pub offline: bool,
 
-    /// Use this playbook instead of the built-in playbooks/expand.yml.
+    /// Use this playbook instead of the built-in playbooks/expand.yml. A playbook is code: its
+    /// `command:` steps run any shell command and its steps write any path on the hosts, as the
+    /// SSH user and through sudo; use only one you trust as you trust wkctl.
     #[arg(long, value_name = "FILE")]
     pub playbook: Option<PathBuf>,
 
-    /// Take templates from this directory (same names replace the built-in ones).
+    /// Take templates from this directory (same names replace the built-in ones). Templates
+    /// decide what every file wkctl writes holds (compose files: what runs, as root); use only
+    /// ones you trust.
     #[arg(long, value_name = "DIR")]
     pub templates: Option<PathBuf>,
 
@@ -228,4 +232,8 @@ pub struct RollbackArgs {
     /// Undo even though a node has joined (it stays in the cluster's member list, offline).
     #[arg(long)]
     pub after_join: bool,
+    /// Put files back even where they changed since the run wrote them (by hand or by a later
+    /// run): those changes are lost.
+    #[arg(long)]
+    pub force: bool,
 }

@@ -230,7 +230,7 @@ fn pick_run(
     what: &str,
 ) -> Result<std::path::PathBuf, Failure> {
     let dir = runs_dir(cli);
-    let runs = wk_engine::undo::list_runs(&dir);
+    let runs = wk_engine::runs::list_runs(&dir);
     let id = match id {
         Some(i) => runs
             .iter()
@@ -261,7 +261,7 @@ pub fn runs(
     let mut text = String::new();
     match show {
         None => {
-            let runs = wk_engine::undo::list_runs(&runs_dir(cli));
+            let runs = wk_engine::runs::list_runs(&runs_dir(cli));
             if cli.output == OutputFormat::Json {
                 let v: Vec<_> = runs.iter().map(|(id, cmd, t, st)| serde_json::json!({"id": id, "command": cmd, "started": t, "state": st})).collect();
                 text = serde_json::to_string_pretty(&v).unwrap_or_default() + "\n";
@@ -330,7 +330,7 @@ pub fn resume(cli: &Cli, args: &crate::cli::ResumeArgs) -> Result<(), Failure> {
         |st| st.starts_with("stopped") || st == "interrupted",
         "resume",
     )?;
-    let state = wk_engine::undo::resume_state(&dir).map_err(engine_failure)?;
+    let state = wk_engine::runs::resume_state(&dir).map_err(engine_failure)?;
     let add: Vec<String> = state.plan["adding"]
         .as_array()
         .into_iter()
@@ -381,9 +381,10 @@ pub fn rollback(cli: &Cli, args: &crate::cli::RollbackArgs) -> Result<(), Failur
         let result = engine
             .rollback(
                 &dir,
-                &wk_engine::undo::RollbackOptions {
+                &wk_engine::rollback::RollbackOptions {
                     dry_run: args.dry_run,
                     after_join: args.after_join,
+                    force: args.force,
                 },
             )
             .await;

@@ -20,8 +20,9 @@ fn nodes(list: &[wk_plan::plan::NodeRef]) -> String {
         .join(", ")
 }
 
+/// A file's text as the plan shows it, secrets hidden.
 fn quote_block(out: &mut String, text: &str) {
-    for line in text.lines() {
+    for line in wk_plan::mask_secrets(text).lines() {
         if line.is_empty() {
             out.push_str("       |\n");
         } else {
@@ -33,6 +34,38 @@ fn quote_block(out: &mut String, text: &str) {
 /// The numbered plan, every file in full and every command as it will run.
 pub fn plan_text(plan: &Plan, inv: &Inventory, sources: &Sources, offline: bool) -> String {
     let mut o = String::new();
+    plan_head(&mut o, plan, inv, sources, offline);
+    let mut phase = None;
+    for (i, step) in plan.steps.iter().enumerate() {
+        if phase != Some(step.phase) {
+            phase = Some(step.phase);
+            let name = match step.phase {
+                Phase::Prepare => "Prepare and configure",
+                Phase::Join => "Join, one node at a time",
+                Phase::Finish => "Finish",
+            };
+            let _ = writeln!(o, "\n{name}:");
+        }
+        let _ = writeln!(
+            o,
+            "{:>3}. [{}] {}  ({})",
+            i + 1,
+            step.host,
+            step.title,
+            step.id
+        );
+        step_text(&mut o, step);
+    }
+    let _ = writeln!(
+        o,
+        "\n{} steps. Nothing was changed. Without --dry-run, each step is journaled before it changes anything.",
+        plan.steps.len()
+    );
+    o
+}
+
+/// What the plan is about: its nodes, its sources, what it assumed and warns of.
+fn plan_head(o: &mut String, plan: &Plan, inv: &Inventory, sources: &Sources, offline: bool) {
     let _ = writeln!(
         o,
         "Plan: add {} to cluster {}",
@@ -72,122 +105,37 @@ pub fn plan_text(plan: &Plan, inv: &Inventory, sources: &Sources, offline: bool)
             let _ = writeln!(o, "  - {w}");
         }
     }
+}
 
-    let mut phase = None;
-    for (i, step) in plan.steps.iter().enumerate() {
-        if phase != Some(step.phase) {
-            phase = Some(step.phase);
-            let name = match step.phase {
-                Phase::Prepare => "Prepare and configure",
-                Phase::Join => "Join, one node at a time",
-                Phase::Finish => "Finish",
-            };
-            let _ = writeln!(o, "\n{name}:");
-        }
-        let _ = writeln!(
-            o,
-            "{:>3}. [{}] {}  ({})",
-            i + 1,
-            step.host,
-            step.title,
-            step.id
-        );
-        let line = |o: &mut String, s: String| {
-            let _ = writeln!(o, "       {s}");
-        };
-        match &step.action {
+/// What a step does, in full: the files it writes, the checks it makes, its commands.
+fn step_text(o: &mut String, step: &wk_plan::plan::Step) {
+    let line = |o: &mut String, s: String| {
+        let _ = writeln!(o, "       {s}");
+    };
+    match &step.action {
             Action::Preflight { checks } => {
                 for c in checks {
-                    line(&mut o, format!("check {:<13} {}", c.id, c.description));
+                    line(o, format!("check {:<13} {}", c.id, c.description));
                 }
             }
             Action::Lock { path } => line(
-                &mut o,
+                o,
                 format!("create {path} atomically (owner, run id, time); refuse if another run holds it"),
             ),
-            Action::Unlock { path } => line(&mut o, format!("remove {path} if this run holds it")),
+            Action::Unlock { path } => line(o, format!("remove {path} if this run holds it")),
             Action::Mkdir { .. } => {}
-            Action::Template {
-                dest, mode, content, ..
-            } => {
-                line(
-                    &mut o,
-                    format!(
-                        "write {dest} (mode {mode:04o}, {} bytes; a file already there is backed up first):",
-                        content.len()
-                    ),
-                );
-                quote_block(&mut o, content);
-            }
-            Action::NginxConf {
-                file,
-                mode,
-                content,
-                upstreams,
-                ..
-            } => {
-                line(
-                    &mut o,
-                    format!("if {file} is missing, write it (mode {mode:04o}, {} bytes):", content.len()),
-                );
-                quote_block(&mut o, content);
-                line(
-                    &mut o,
-                    "if it is there, add to its upstreams the servers they lack (everything else stays):".to_string(),
-                );
-                for (name, servers) in upstreams {
-                    line(&mut o, format!("  {name}: {}", servers.join(" ")));
-                }
-            }
-            Action::ComposeEnv { file, service, env } => {
-                line(&mut o, format!("in {file}, set on {service}:"));
-                for (k, v) in env {
-                    line(&mut o, format!("  {k}={v}"));
-                }
-                line(
-                    &mut o,
-                    "(only these entries change; comments, quoting and order stay)".to_string(),
-                );
-            }
-            Action::ComposeService {
-                file,
-                service,
-                content,
-                if_missing,
-            } => {
-                let what = if *if_missing {
-                    "add service `{service}` (one already there stays as it is)"
-                } else {
-                    "add or replace service `{service}`"
-                };
-                line(&mut o, format!("in {file}, {}:", what.replace("{service}", service)));
-                quote_block(&mut o, content);
-            }
-            Action::PrometheusJob { file, jobs, content } => {
-                let names: Vec<String> = jobs
-                    .iter()
-                    .map(|j| {
-                        format!(
-                            "{} → {}{}",
-                            j.job_name,
-                            j.targets.join(", "),
-                            j.id_label
-                                .as_ref()
-                                .map(|id| format!(" (id \"{id}\")"))
-                                .unwrap_or_default()
-                        )
-                    })
-                    .collect();
-                line(&mut o, format!("in {file}, under scrape_configs, add each job no job with its `id` label is there for (or replace a stale one of the same name): {}", names.join("; ")));
-                quote_block(&mut o, content);
-            }
+            Action::Template { .. }
+            | Action::NginxConf { .. }
+            | Action::ComposeEnv { .. }
+            | Action::ComposeService { .. }
+            | Action::PrometheusJob { .. } => file_text(o, &step.action),
             Action::ComposeUp { .. } | Action::ComposeSignal { .. } | Action::Command { .. } => {}
             Action::WaitHealth {
                 address,
                 path,
                 timeout_secs,
             } => line(
-                &mut o,
+                o,
                 format!(
                     "GET http://{address}{path} through an SSH tunnel from {} until 200 (at most {timeout_secs} s)",
                     step.host
@@ -197,31 +145,125 @@ pub fn plan_text(plan: &Plan, inv: &Inventory, sources: &Sources, offline: bool)
                 node_id,
                 timeout_secs,
             } => line(
-                &mut o,
+                o,
                 format!(
                     "poll /cluster/simpleNodes on every member until node {node_id} shows status 3 (将加入 → 加入中 → 已加入), at most {timeout_secs} s"
                 ),
             ),
         }
-        for c in step.action.commands() {
-            line(&mut o, format!("$ {}", c.run));
-        }
-        if let Action::Command { undo: Some(u), .. } = &step.action {
-            line(&mut o, format!("undo: $ {}", u.run));
-        }
+    for c in step.action.commands() {
+        line(o, format!("$ {}", c.run));
     }
-    let _ = writeln!(
-        o,
-        "\n{} steps. Nothing was changed. Without --dry-run, each step is journaled before it changes anything.",
-        plan.steps.len()
-    );
-    o
+    if let Action::Command { undo: Some(u), .. } = &step.action {
+        line(o, format!("undo: $ {}", u.run));
+    }
+}
+
+/// What a file-changing step writes, the file's new text in full.
+fn file_text(o: &mut String, action: &Action) {
+    let line = |o: &mut String, s: String| {
+        let _ = writeln!(o, "       {s}");
+    };
+    match action {
+        Action::Template {
+            dest,
+            mode,
+            content,
+            ..
+        } => {
+            line(
+                o,
+                format!(
+                    "write {dest} (mode {mode:04o}, {} bytes; a file already there is backed up first):",
+                    content.len()
+                ),
+            );
+            quote_block(o, content);
+        }
+        Action::NginxConf {
+            file,
+            mode,
+            content,
+            upstreams,
+            ..
+        } => {
+            line(
+                o,
+                format!(
+                    "if {file} is missing, write it (mode {mode:04o}, {} bytes):",
+                    content.len()
+                ),
+            );
+            quote_block(o, content);
+            line(
+                o,
+                "if it is there, add to its upstreams the servers they lack (everything else stays):".to_string(),
+            );
+            for (name, servers) in upstreams {
+                line(o, format!("  {name}: {}", servers.join(" ")));
+            }
+        }
+        Action::ComposeEnv { file, service, env } => {
+            line(o, format!("in {file}, set on {service}:"));
+            for (k, v) in env {
+                line(o, format!("  {k}={v}"));
+            }
+            line(
+                o,
+                "(only these entries change; comments, quoting and order stay)".to_string(),
+            );
+        }
+        Action::ComposeService {
+            file,
+            service,
+            content,
+            if_missing,
+        } => {
+            let what = if *if_missing {
+                "add service `{service}` (one already there stays as it is)"
+            } else {
+                "add or replace service `{service}`"
+            };
+            line(
+                o,
+                format!("in {file}, {}:", what.replace("{service}", service)),
+            );
+            quote_block(o, content);
+        }
+        Action::PrometheusJob {
+            file,
+            jobs,
+            content,
+        } => {
+            let names: Vec<String> = jobs
+                .iter()
+                .map(|j| {
+                    format!(
+                        "{} → {}{}",
+                        j.job_name,
+                        j.targets.join(", "),
+                        j.id_label
+                            .as_ref()
+                            .map(|id| format!(" (id \"{id}\")"))
+                            .unwrap_or_default()
+                    )
+                })
+                .collect();
+            line(o, format!("in {file}, under scrape_configs, add each job no job with its `id` label is there for (or replace a stale one of the same name): {}", names.join("; ")));
+            quote_block(o, content);
+        }
+        _ => {}
+    }
 }
 
 /// Events as readable lines (stdout), one or a few per event.
 pub struct Text;
 
 /// The readable text of an event (empty for events shown only as progress).
+#[allow(
+    clippy::too_many_lines,
+    reason = "one arm per event: the text of every event in one place"
+)]
 pub fn event_text(e: &wk_engine::Event) -> String {
     use wk_engine::Event as E;
     let mut o = String::new();

@@ -148,9 +148,20 @@ fn a_grown_cluster_grows_again() {
             .collect()
     };
     let members_before = composes(&["node12", "node13"]);
-    let nginx_pid = lab
-        .sh("node12", "cat ~/.wk-compose/wukongim/nginx/pid")
-        .unwrap();
+    // nginx's master is PID 1 of its container: a reload keeps it, a restart does not.
+    let nginx_pid = || {
+        lab.docker(
+            "node12",
+            &[
+                "inspect",
+                "-f",
+                "{{.State.Pid}} {{.State.StartedAt}}",
+                "wukongim-nginx-1",
+            ],
+        )
+        .unwrap()
+    };
+    let nginx_before = nginx_pid();
 
     // A client on the load balancer's TCP port, through nginx's stream to a member.
     lab.guard(&ip("node12")).unwrap();
@@ -170,10 +181,55 @@ fn a_grown_cluster_grows_again() {
     reader.read_line(&mut echo).unwrap();
     assert_eq!(echo, "still here\n", "the held connection was dropped");
     assert_eq!(
-        lab.sh("node12", "cat ~/.wk-compose/wukongim/nginx/pid")
-            .unwrap(),
-        nginx_pid,
+        nginx_pid(),
+        nginx_before,
         "nginx was reloaded, not restarted"
+    );
+    // What the containers run is what the run wrote (a bind-mounted file keeps its inode).
+    for (svc, host_file, inner) in [
+        ("nginx", "~/wukongim/nginx.conf", "/etc/nginx/nginx.conf"),
+        (
+            "prometheus",
+            "~/wukongim/prometheus.yml",
+            "/etc/prometheus/prometheus.yml",
+        ),
+    ] {
+        let seen = lab
+            .sh(
+                "node12",
+                &format!("cd ~/wukongim && docker compose exec -T {svc} sha256sum {inner}"),
+            )
+            .unwrap();
+        assert_eq!(
+            seen.split_whitespace().next(),
+            sha(&lab, "node12", host_file).split_whitespace().next(),
+            "the {svc} container sees another {inner} than {host_file}"
+        );
+    }
+    // A request through the load balancer's 15001 reaches node3.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut ids = std::collections::BTreeSet::new();
+    let t = std::time::Instant::now();
+    while !ids.contains(&1003) && t.elapsed() < Duration::from_secs(20) {
+        lab.guard(&ip("node12")).unwrap();
+        if let Ok((200, body)) = rt.block_on(wk_lab::http::get(
+            &format!("{}:15001", ip("node12")),
+            "/cluster/node",
+            &[],
+            Duration::from_secs(3),
+        )) {
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            if let Some(id) = v["id"].as_u64() {
+                ids.insert(id);
+            }
+        }
+    }
+    assert!(
+        ids.contains(&1003),
+        "no request through 15001 reached node3: {ids:?}"
     );
     // The members' compose files were already right: untouched.
     assert_eq!(composes(&["node12", "node13"]), members_before);
@@ -205,6 +261,30 @@ fn a_grown_cluster_grows_again() {
         .sh("node12", "wget -q -Y off -O - http://127.0.0.1:9090/api/v1/status/config 2>/dev/null || curl -s http://127.0.0.1:9090/api/v1/status/config")
         .unwrap();
     assert!(running.contains("wukongim-1003-trace-metrics"), "{running}");
+    // And scrapes node3 (its target up within two scrape intervals).
+    let target = format!("{}:5300", ip("node14"));
+    let t = std::time::Instant::now();
+    loop {
+        let targets = lab
+            .sh(
+                "node12",
+                "wget -q -Y off -O - http://127.0.0.1:9090/api/v1/targets",
+            )
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&targets).unwrap_or_default();
+        let up = v["data"]["activeTargets"].as_array().is_some_and(|a| {
+            a.iter()
+                .any(|t| t["labels"]["instance"] == target.as_str() && t["health"] == "up")
+        });
+        if up {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "Prometheus does not scrape {target}: {targets}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 
     // A second run of the same expansion changes nothing.
     let again = expand(&dir, "node3");
@@ -249,6 +329,28 @@ fn a_grown_cluster_grows_again() {
         "{}",
         text(&wkctl(&dir, &["status"]).stdout)
     );
+
+    // `status` tells what nginx runs, not what the host's file says: nginx.conf replaced by
+    // rename (as some editors save) is not what the nginx container sees.
+    lab.sh(
+        "node12",
+        "cd ~/wukongim && cp -p nginx.conf nginx.conf.new && echo '# saved by an editor' >> nginx.conf.new && mv nginx.conf.new nginx.conf",
+    )
+    .unwrap();
+    let st = wkctl(&dir, &["status"]);
+    let said = text(&st.stdout);
+    assert_eq!(st.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("the nginx container runs another nginx.conf"),
+        "{said}"
+    );
+    lab.sh(
+        "node12",
+        "cd ~/wukongim && docker compose up -d --force-recreate nginx",
+    )
+    .unwrap();
+    let st = wkctl(&dir, &["status"]);
+    assert_eq!(st.status.code(), Some(0), "{}", text(&st.stdout));
 }
 
 /// The scale-out document's result made by hand (its files' shape, our own text), grown to

@@ -15,8 +15,22 @@ fn main() -> std::process::ExitCode {
         .build()
         .expect("a tokio runtime");
     let code = rt.block_on(async move {
+        // PID 1 in its container: without handlers of its own it would ignore SIGTERM, and
+        // Docker would wait its stop timeout before SIGKILL. WuKongIM stops on both signals.
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            eprintln!("cannot install signal handlers");
+            return 2;
+        };
         match wk_lab::sim::Node::new(settings) {
-            Ok(node) => wk_lab::sim::run(node).await,
+            Ok(node) => tokio::select! {
+                code = wk_lab::sim::run(node) => code,
+                _ = term.recv() => 0,
+                _ = int.recv() => 0,
+            },
             Err(e) => {
                 eprintln!("{e}");
                 2

@@ -31,6 +31,10 @@ fn ssh(lab: &Lab, host: &str, command: &str) -> std::process::Output {
 }
 
 #[test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one lab's whole life (up, up again, down) is one scenario, read top to bottom"
+)]
 fn up_again_down_leaves_nothing_behind() {
     if !root() {
         return;
@@ -51,6 +55,61 @@ fn up_again_down_leaves_nothing_behind() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "wkltst-a");
+
+    // Each host has its own Docker Engine, which the user reaches as the docs' commands do, and
+    // the docs' images are in it.
+    let out = ssh(&lab, "a", "docker version --format '{{.Server.Version}}' && docker images --format '{{.Repository}}:{{.Tag}}' | sort && docker compose version");
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains(wk_lab::docker::WUKONGIM_IMAGE)
+            && said.contains(wk_lab::docker::NGINX_IMAGE)
+            && said.contains(wk_lab::docker::PROMETHEUS_IMAGE),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!("v{}", wk_lab::docker::COMPOSE_V2_MAIN)),
+        "{said}"
+    );
+    // A container with a published port, reached from the other host; its processes live in
+    // the engine's cgroup.
+    let out = ssh(
+        &lab,
+        "a",
+        &format!(
+            "docker run -d --name web -p 8080:80 {}",
+            wk_lab::docker::NGINX_IMAGE
+        ),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ip_a = lab.host("a").ip.clone();
+    let t = std::time::Instant::now();
+    loop {
+        let got = ssh(
+            &lab,
+            "b",
+            &format!("wget -q -Y off -O - http://{ip_a}:8080/"),
+        );
+        if String::from_utf8_lossy(&got.stdout).contains("lab nginx") {
+            break;
+        }
+        assert!(t.elapsed() < std::time::Duration::from_secs(10), "{got:?}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let cgroup = lab.host("a").cgroup_parent();
+    assert!(
+        !sh(&format!("cat /sys/fs/cgroup/pids{cgroup}/*/cgroup.procs 2>/dev/null || cat /sys/fs/cgroup{cgroup}/*/cgroup.procs")).trim().is_empty(),
+        "the container's processes are in {cgroup}"
+    );
+    let engine_pid = std::fs::read_to_string(lab.host("a").docker_pid_file()).unwrap();
 
     // Up again: the same lab, not a new one (same host keys, same sshd).
     let pids_before = lab.pids(lab.host("b"));
@@ -79,6 +138,34 @@ fn up_again_down_leaves_nothing_behind() {
         "sudoers left"
     );
     assert!(!dir.exists(), "lab dir left");
+    // Gone, or a zombie its new parent has not reaped yet: nothing runs.
+    let alive = || {
+        std::fs::read_to_string(format!("/proc/{}/stat", engine_pid.trim()))
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(')')
+                    .map(|(_, r)| !r.trim_start().starts_with('Z'))
+            })
+            .unwrap_or(false)
+    };
+    let t = std::time::Instant::now();
+    while alive() && t.elapsed() < std::time::Duration::from_secs(5) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        !alive(),
+        "dockerd left: {}",
+        sh("ps -eo pid,ppid,stat,args | grep [d]ockerd")
+    );
+    assert!(
+        !sh("cat /proc/self/mountinfo").contains(&dir.display().to_string()),
+        "mounts left"
+    );
+    assert!(
+        !sh("ls -d /sys/fs/cgroup/*/wkltst-* /sys/fs/cgroup/wkltst-* 2>/dev/null")
+            .contains("wkltst"),
+        "cgroups left"
+    );
     down(&dir).expect("down twice is fine");
 }
 
@@ -115,7 +202,7 @@ fn refuses_a_subnet_a_route_already_uses() {
     assert!(!dir.exists());
 }
 
-mod compose;
+mod docker;
 mod sim;
 
 /// The lab the other tests share (`scripts/test` brings it up), if it is up.

@@ -53,7 +53,7 @@ fn settings(
         "WKSIM_PORTS".into(),
         format!("5001:{},5300:{},11110:{}", p[0], p[1], p[2]),
     );
-    env.insert("WKSIM_DATA".into(), data.display().to_string());
+    env.insert("WKSIM_HOME".into(), data.display().to_string());
     env.insert("WKSIM_JOIN_DELAY_MS".into(), "300".into());
     env.insert("WKSIM_MIGRATE_MS".into(), "300".into());
     env.insert("WKSIM_TICK_MS".into(), "50".into());
@@ -63,10 +63,15 @@ fn settings(
     (Settings::from_env(&env).unwrap(), [p[0], p[1], p[2]])
 }
 
-fn start(id: u64, seed: Option<&Sim>, name: &str, extra: &[(&str, &str)]) -> Sim {
+/// An empty data dir of this test process.
+fn fresh_dir(name: &str) -> std::path::PathBuf {
     let data = std::env::temp_dir().join(format!("wksim-test-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
-    start_in(id, seed, &data, extra)
+    data
+}
+
+fn start(id: u64, seed: Option<&Sim>, name: &str, extra: &[(&str, &str)]) -> Sim {
+    start_in(id, seed, &fresh_dir(name), extra)
 }
 
 fn start_in(id: u64, seed: Option<&Sim>, data: &std::path::Path, extra: &[(&str, &str)]) -> Sim {
@@ -146,16 +151,15 @@ fn repo() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// NodeConfig keys as FACTS.md lists them; `is_leader`, `api_server_addr`, `online`, `status`
-/// are omitted when zero or empty.
-const NODE_KEYS: [&str; 13] = [
+/// NodeConfig keys of a healthy single node as FACTS.md lists them: every zero value is
+/// omitted but `id`, `role`, `cluster_addr` and `allow_vote` (`offline_count`, `last_offline`
+/// are zero here).
+const NODE_KEYS: [&str; 11] = [
     "allow_vote",
     "api_server_addr",
     "cluster_addr",
     "id",
     "is_leader",
-    "last_offline",
-    "offline_count",
     "online",
     "role",
     "slot_count",
@@ -269,15 +273,34 @@ async fn a_second_node_joins_through_the_seed_1_2_3() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(seen, [1, 2, 3], "statuses seen on the seed");
-    // Both nodes tell the same story, and slot migration is planned then done.
+    // Both nodes tell the same story. The new node is first a learner of every slot
+    // (migrateFrom = migrateTo = its id, slot_count 0), then a replica, then leaders are
+    // balanced.
     wait_status(&b, 1002, 3).await;
     let t = Instant::now();
+    let mut learner_seen = false;
     loop {
         let (_, info) = get(&a.api, "/cluster/info").await;
         let slots = info["slots"].as_array().unwrap();
+        let learning = slots
+            .iter()
+            .filter(|s| s["migrateFrom"] == 1002 && s["migrateTo"] == 1002)
+            .count();
+        if learning == 64 {
+            let (_, list) = get(&a.api, "/cluster/simpleNodes").await;
+            assert!(
+                node(&list, 1002).unwrap().get("slot_count").is_none(),
+                "a learner has no slots yet: {list}"
+            );
+            learner_seen = true;
+        }
         let moving = slots.iter().filter(|s| s["migrateTo"] != 0).count();
         let led_by_b = slots.iter().filter(|s| s["leader"] == 1002).count();
         if moving == 0 && led_by_b == 32 {
+            assert!(
+                learner_seen,
+                "the new node was never a learner of every slot"
+            );
             break;
         }
         assert!(
@@ -287,7 +310,13 @@ async fn a_second_node_joins_through_the_seed_1_2_3() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(get(&b.api, "/health").await.0, 200);
-    // /cluster/nodes asks every node; with b gone, it fails for a moment (400).
+    // The join request carried no API URL: the node proposed its own once it had joined.
+    let (_, list) = get(&a.api, "/cluster/simpleNodes").await;
+    assert_eq!(
+        node(&list, 1002).unwrap()["api_server_addr"],
+        format!("http://{}", b.api).as_str()
+    );
+    // /cluster/nodes asks every node; with b gone, it fails (400).
     let (code, nodes) = get(&a.api, "/cluster/nodes").await;
     assert_eq!((code, nodes["total"].as_u64()), (200, Some(2)));
     drop(b);
@@ -295,6 +324,63 @@ async fn a_second_node_joins_through_the_seed_1_2_3() {
     let (code, err) = get(&a.api, "/cluster/nodes").await;
     assert_eq!(code, 400, "{err}");
     assert_eq!(err["status"], 400);
+    // Two nodes, one gone: no quorum. /health reads only the local config and still says 200;
+    // only the live signals tell: no `is_leader`, and /cluster/info has no leader.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert_eq!(get(&a.api, "/health").await.0, 200);
+    let (_, list) = get(&a.api, "/cluster/simpleNodes").await;
+    assert!(
+        list["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n.get("is_leader").is_none()),
+        "{list}"
+    );
+    let (code, info) = get(&a.api, "/cluster/info").await;
+    assert_eq!(
+        (code, info["msg"].as_str()),
+        (400, Some("leader not found"))
+    );
+}
+
+/// Raft messages go over the sender's own connection: a new node the members cannot dial
+/// (its cluster address leads nowhere) reaches the seed, yet never gets the config. It stays at
+/// 将加入, its /health says `no slots`, and it dies at the slot timeout.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_the_members_cannot_dial_never_gets_the_config() {
+    let a = start(1001, None, "oneway-a", &[]);
+    get(&a.api, "/health").await;
+    let nowhere = format!("127.0.0.1:{}", free_ports(1)[0]);
+    let data = fresh_dir("oneway-b");
+    let (s, p) = settings(
+        1002,
+        Some(&a),
+        &data,
+        &[
+            ("WK_CLUSTER_SERVERADDR", nowhere.as_str()),
+            ("WKSIM_SLOT_TIMEOUT_SECS", "6"),
+        ],
+    );
+    let b_api = format!("127.0.0.1:{}", p[0]);
+    let task = tokio::spawn(wk_lab::sim::run(Node::new(s).unwrap()));
+    wait_status(&a, 1002, 1).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, list) = get(&a.api, "/cluster/simpleNodes").await;
+    let n = node(&list, 1002).unwrap();
+    assert_eq!(n["status"], 1, "{list}");
+    assert_eq!(n["cluster_addr"], nowhere.as_str());
+    assert!(
+        n.get("online").is_none() && n.get("api_server_addr").is_none(),
+        "{list}"
+    );
+    let (code, health) = get(&b_api, "/health").await;
+    assert_eq!((code, health["message"].as_str()), (500, Some("no slots")));
+    let code = tokio::time::timeout(Duration::from_secs(15), task)
+        .await
+        .expect("it dies")
+        .unwrap();
+    assert_eq!(code, 2);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -304,6 +390,11 @@ async fn a_join_with_a_taken_id_replaces_that_node() {
     let b = start(1002, Some(&a), "taken-b", &[]);
     wait_status(&a, 1002, 3).await;
     let b_addr = b.cluster.clone();
+    let (_, list) = get(&a.api, "/cluster/simpleNodes").await;
+    assert_eq!(
+        node(&list, 1002).unwrap()["api_server_addr"],
+        format!("http://{}", b.api).as_str()
+    );
     let c = start(1002, Some(&a), "taken-c", &[]);
     let t = Instant::now();
     loop {
@@ -311,6 +402,13 @@ async fn a_join_with_a_taken_id_replaces_that_node() {
         let n = node(&list, 1002).unwrap();
         if n["cluster_addr"] == c.cluster.as_str() {
             assert_eq!(list["total"], 2, "replaced, not added");
+            // The whole entry: back to 将加入, and b's API URL gone (c proposes its own later).
+            assert_eq!(n["status"], 1, "{list}");
+            assert_ne!(
+                n["api_server_addr"],
+                format!("http://{}", b.api).as_str(),
+                "{list}"
+            );
             break;
         }
         assert_eq!(n["cluster_addr"], b_addr.as_str());
@@ -337,41 +435,130 @@ async fn wait_status(seed: &Sim, id: u64, status: u64) {
     }
 }
 
+/// A node joins iff it has a seed and the seed's id is not in its local config: a member
+/// restarted on its data never joins again; a data dir of another cluster joins all the same.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_data_dir_with_a_config_never_joins_again() {
+async fn a_node_joins_iff_the_seed_is_not_in_its_config() {
     let a = start(1001, None, "reuse-a", &[]);
     get(&a.api, "/health").await;
-    // Another cluster's node, its data copied to the new node (what FACTS.md says never to do).
-    let other = start(1001, None, "reuse-other", &[]);
+    let b_data = fresh_dir("reuse-b");
+    let b = start_in(1002, Some(&a), &b_data, &[]);
+    wait_status(&a, 1002, 3).await;
+    drop(b);
+    // Restarted on its data: the seed is in its config, so it does not join.
+    let (again, _) = settings(1002, Some(&a), &b_data, &[]);
+    assert!(!Node::new(again).unwrap().joining(), "it would join again");
+    // Another cluster's node, its data copied to a new node (what FACTS.md says never to do):
+    // that config lacks the seed's id, so it joins.
+    // (Its node is 1005: one with the seed's id 1001 would count as the seed, and not join.)
+    let other = start(1005, None, "reuse-other", &[]);
     get(&other.api, "/health").await;
-    let copied = std::env::temp_dir().join(format!("wksim-test-{}-reuse-copy", std::process::id()));
-    let _ = std::fs::remove_dir_all(&copied);
-    std::fs::create_dir_all(copied.join("cluster/config")).unwrap();
+    let copied = fresh_dir("reuse-copy");
+    std::fs::create_dir_all(copied.join("data/cluster/config")).unwrap();
     std::fs::copy(
-        other.data.join("cluster/config/remote.json"),
-        copied.join("cluster/config/remote.json"),
+        other.data.join("data/cluster/config/remote.json"),
+        copied.join("data/cluster/config/remote.json"),
     )
     .unwrap();
-    let before = std::fs::read(copied.join("cluster/config/remote.json")).unwrap();
-    let _c = start_in(1003, Some(&a), &copied, &[]);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let (_, list) = get(&a.api, "/cluster/simpleNodes").await;
-    assert!(
-        node(&list, 1003).is_none(),
-        "the seed was asked to add it: {list}"
-    );
-    assert_eq!(list["total"], 1);
+    // (A cluster of its own: a's lost its quorum when b stopped.)
+    let a2 = start(1001, None, "reuse-a2", &[]);
+    get(&a2.api, "/health").await;
+    let (foreign, _) = settings(1003, Some(&a2), &copied, &[]);
+    assert!(Node::new(foreign).unwrap().joining());
+    let _c = start_in(1003, Some(&a2), &copied, &[]);
+    wait_status(&a2, 1003, 3).await;
+}
+
+/// A first boot writes its dirs and an empty remote.json (not initialised) before any join,
+/// so a node whose join failed leaves files behind; its /health says `no slots`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_first_boot_writes_files_before_it_joins() {
+    let nowhere = Sim {
+        api: String::new(),
+        manager: String::new(),
+        cluster: format!("127.0.0.1:{}", free_ports(1)[0]),
+        data: std::env::temp_dir(),
+        task: tokio::spawn(async { 0 }),
+    };
+    let b = start(1002, Some(&nowhere), "firstboot", &[]);
+    let (code, health) = get(&b.api, "/health").await;
+    assert_eq!((code, health["message"].as_str()), (500, Some("no slots")));
+    for d in ["data", "logs", "plugins", "data/cfglogdb"] {
+        assert!(b.data.join(d).is_dir(), "{d} is not there");
+    }
+    let remote = b.data.join("data/cluster/config/remote.json");
+    assert_eq!(std::fs::read(&remote).unwrap(), b"", "remote.json is empty");
+    let (code, list) = get(&b.api, "/cluster/simpleNodes").await;
     assert_eq!(
-        std::fs::read(copied.join("cluster/config/remote.json")).unwrap(),
-        before,
-        "its config is its old one"
+        (code, list),
+        (200, serde_json::json!({"total": 0, "data": []}))
     );
+}
+
+/// `wk.yaml` in the home is read (viper keys: `cluster.nodeId` is WK_CLUSTER_NODEID), the
+/// environment overrides it, and its `rootDir` moves the data.
+#[tokio::test(flavor = "multi_thread")]
+async fn wk_yaml_and_the_environment() {
+    let home = fresh_dir("yaml");
+    std::fs::create_dir_all(&home).unwrap();
+    let root = home.join("elsewhere");
+    std::fs::write(
+        home.join("wk.yaml"),
+        format!(
+            "rootDir: \"{}\"\ncluster:\n  nodeId: 1007\n  slotCount: 32\njwt:\n  secret: from-yaml\n",
+            root.display()
+        ),
+    )
+    .unwrap();
+    let env = |pairs: &[(&str, &str)]| {
+        let mut m: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        m.insert("WKSIM_HOME".into(), home.display().to_string());
+        m
+    };
+    let s = Settings::from_env(&env(&[])).unwrap();
+    assert_eq!(
+        (s.node_id, s.slot_count, s.jwt_secret.as_str()),
+        (1007, 32, "from-yaml")
+    );
+    assert_eq!(
+        s.config_file(),
+        root.join("data/cluster/config/remote.json")
+    );
+    let s = Settings::from_env(&env(&[("WK_CLUSTER_NODEID", "1009")])).unwrap();
+    assert_eq!(s.node_id, 1009, "the environment overrides wk.yaml");
+    // The image's own wk.yaml, relative rootDir: relative to the working directory.
+    std::fs::write(home.join("wk.yaml"), "rootDir: \"./wukongimdata\"\n").unwrap();
+    let s = Settings::from_env(&env(&[])).unwrap();
+    assert_eq!(
+        s.root_dir,
+        std::env::current_dir().unwrap().join("./wukongimdata")
+    );
+}
+
+/// Different slot counts never agree: the node that joins with another count reports `slot
+/// count not match` once it has the cluster's config.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slot_count_that_differs_never_matches() {
+    let a = start(1001, None, "slots-a", &[]);
+    get(&a.api, "/health").await;
+    let b = start(1002, Some(&a), "slots-b", &[("WK_CLUSTER_SLOTCOUNT", "32")]);
+    let t = Instant::now();
+    loop {
+        let (_, h) = get(&b.api, "/health").await;
+        if h["message"] == "slot count not match" {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(15), "{h}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_cluster_address_is_fixed_at_first_boot() {
-    let data = std::env::temp_dir().join(format!("wksim-test-{}-fixed", std::process::id()));
-    let _ = std::fs::remove_dir_all(&data);
+    let data = fresh_dir("fixed");
     let a = start_in(1001, None, &data, &[]);
     let (_, first) = get(&a.api, "/cluster/node").await;
     let first_addr = first["cluster_addr"].clone();
@@ -459,6 +646,15 @@ async fn what_wukongim_dies_of_at_start() {
         1001,
         "the default id is 1001"
     );
+    for garbage in ["0", "node2", "-4"] {
+        assert_eq!(
+            Settings::from_env(&env(&[("WK_CLUSTER_NODEID", garbage)]))
+                .unwrap()
+                .node_id,
+            1001,
+            "`{garbage}` silently becomes 1001"
+        );
+    }
     // An unreachable seed: no slot leaders, so the node dies after the slot timeout.
     let dead = Sim {
         api: String::new(),
@@ -471,8 +667,7 @@ async fn what_wukongim_dies_of_at_start() {
         data: std::env::temp_dir(),
         task: tokio::spawn(async { 0 }),
     };
-    let data = std::env::temp_dir().join(format!("wksim-test-{}-dies", std::process::id()));
-    let _ = std::fs::remove_dir_all(&data);
+    let data = fresh_dir("dies");
     let (s, _) = settings(
         1005,
         Some(&dead),

@@ -15,7 +15,7 @@
 pub mod config;
 pub mod known_hosts;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -274,6 +274,34 @@ struct Resolved {
     jump: Vec<Hop>,
 }
 
+/// One authentication: who, where, the RSA signature hash the server takes, what was tried.
+struct Auth<'a> {
+    user: &'a str,
+    addr: &'a str,
+    name: &'a str,
+    rsa_hash: Option<russh::keys::HashAlg>,
+    tried: Vec<String>,
+}
+
+impl Auth<'_> {
+    fn err(&self, e: russh::Error) -> RemoteError {
+        RemoteError::Connect {
+            host: self.name.to_string(),
+            addr: self.addr.to_string(),
+            message: format!("during authentication: {e}"),
+        }
+    }
+
+    /// The hash to sign with for a key of `alg` (RSA keys only).
+    fn hash_for(&self, alg: russh::keys::Algorithm) -> Option<russh::keys::HashAlg> {
+        if matches!(alg, russh::keys::Algorithm::Rsa { .. }) {
+            self.rsa_hash
+        } else {
+            None
+        }
+    }
+}
+
 impl SshRemote {
     /// Connects (through the jump hosts, if any) and authenticates.
     pub async fn connect(
@@ -492,44 +520,66 @@ impl SshRemote {
         r: &Resolved,
         name: &str,
     ) -> Result<(), RemoteError> {
-        let mut tried = Vec::new();
-        let user = r.user.as_str();
-        let auth_err = |e: russh::Error| RemoteError::Connect {
-            host: name.to_string(),
-            addr: r.addr.clone(),
-            message: format!("during authentication: {e}"),
+        let mut a = Auth {
+            user: r.user.as_str(),
+            addr: &r.addr,
+            name,
+            rsa_hash: None,
+            tried: Vec::new(),
         };
-        let rsa_hash = h
+        a.rsa_hash = h
             .best_supported_rsa_hash()
             .await
-            .map_err(auth_err)?
+            .map_err(|e| a.err(e))?
             .flatten();
+        // The agent's keys, the identity files (asking for a passphrase when one is encrypted),
+        // keyboard-interactive and the password (answered by the prompter), in that order.
+        if self.by_agent(h, &mut a).await
+            || self.by_files(h, r, &mut a).await?
+            || self.by_keyboard(h, &mut a).await?
+            || self.by_password(h, &mut a).await?
+        {
+            return Ok(());
+        }
+        let tried = a.tried;
+        Err(RemoteError::Auth {
+            host: name.to_string(),
+            user: a.user.to_string(),
+            tried: if tried.is_empty() { "nothing: no agent, key or password".into() } else { tried.join(", ") },
+            hint: "check the user, add the key to the agent or to `identity_files`, or check the password".into(),
+        })
+    }
 
-        // 1. The agent's keys.
-        if let Some(sock) = &self.opts.agent_socket {
-            if let Ok(mut agent) = AgentClient::connect_uds(sock).await {
-                if let Ok(ids) = agent.request_identities().await {
-                    for id in ids {
-                        let key = id.public_key().into_owned();
-                        tried.push("agent key".to_string());
-                        let hash = if matches!(key.algorithm(), russh::keys::Algorithm::Rsa { .. })
-                        {
-                            rsa_hash
-                        } else {
-                            None
-                        };
-                        if let Ok(AuthResult::Success) = h
-                            .authenticate_publickey_with(user, key, hash, &mut agent)
-                            .await
-                        {
-                            return Ok(());
-                        }
-                    }
-                }
+    async fn by_agent(&self, h: &mut Handle<Checker>, a: &mut Auth<'_>) -> bool {
+        let Some(sock) = &self.opts.agent_socket else {
+            return false;
+        };
+        let Ok(mut agent) = AgentClient::connect_uds(sock).await else {
+            return false;
+        };
+        let Ok(ids) = agent.request_identities().await else {
+            return false;
+        };
+        for id in ids {
+            let key = id.public_key().into_owned();
+            a.tried.push("agent key".to_string());
+            let hash = a.hash_for(key.algorithm());
+            if let Ok(AuthResult::Success) = h
+                .authenticate_publickey_with(a.user, key, hash, &mut agent)
+                .await
+            {
+                return true;
             }
         }
+        false
+    }
 
-        // 2. Identity files, asking for a passphrase when one is encrypted.
+    async fn by_files(
+        &self,
+        h: &mut Handle<Checker>,
+        r: &Resolved,
+        a: &mut Auth<'_>,
+    ) -> Result<bool, RemoteError> {
         let files: Vec<PathBuf> = if r.identity_files.is_empty() {
             let home = std::env::var_os("HOME")
                 .map(PathBuf::from)
@@ -543,54 +593,64 @@ impl SshRemote {
             r.identity_files.clone()
         };
         for file in &files {
-            let key = match russh::keys::load_secret_key(file, None) {
-                Ok(k) => k,
-                Err(russh::keys::Error::KeyIsEncrypted) => {
-                    let Some(pass) = self.prompter.passphrase(file) else {
-                        tried.push(format!(
-                            "{} (encrypted; no passphrase given)",
-                            file.display()
-                        ));
-                        continue;
-                    };
-                    match russh::keys::load_secret_key(file, Some(pass.expose())) {
-                        Ok(k) => k,
-                        Err(_) => {
-                            tried.push(format!("{} (wrong passphrase)", file.display()));
-                            continue;
-                        }
-                    }
-                }
-                Err(e) => {
-                    tried.push(format!("{} (unreadable: {e})", file.display()));
-                    continue;
-                }
+            let Some(key) = self.load_key(file, &mut a.tried) else {
+                continue;
             };
-            tried.push(file.display().to_string());
-            let hash = if matches!(key.algorithm(), russh::keys::Algorithm::Rsa { .. }) {
-                rsa_hash
-            } else {
-                None
-            };
+            a.tried.push(file.display().to_string());
+            let hash = a.hash_for(key.algorithm());
             let key = PrivateKeyWithHashAlg::new(Arc::new(key), hash);
             if let AuthResult::Success = h
-                .authenticate_publickey(user, key)
+                .authenticate_publickey(a.user, key)
                 .await
-                .map_err(auth_err)?
+                .map_err(|e| a.err(e))?
             {
-                return Ok(());
+                return Ok(true);
             }
         }
+        Ok(false)
+    }
 
-        // 3. Keyboard-interactive, answered by the prompter.
+    /// A private key file, with the prompter's passphrase when it is encrypted; what went wrong
+    /// is added to `tried`.
+    fn load_key(&self, file: &Path, tried: &mut Vec<String>) -> Option<russh::keys::PrivateKey> {
+        match russh::keys::load_secret_key(file, None) {
+            Ok(k) => Some(k),
+            Err(russh::keys::Error::KeyIsEncrypted) => {
+                let Some(pass) = self.prompter.passphrase(file) else {
+                    tried.push(format!(
+                        "{} (encrypted; no passphrase given)",
+                        file.display()
+                    ));
+                    return None;
+                };
+                match russh::keys::load_secret_key(file, Some(pass.expose())) {
+                    Ok(k) => Some(k),
+                    Err(_) => {
+                        tried.push(format!("{} (wrong passphrase)", file.display()));
+                        None
+                    }
+                }
+            }
+            Err(e) => {
+                tried.push(format!("{} (unreadable: {e})", file.display()));
+                None
+            }
+        }
+    }
+
+    async fn by_keyboard(
+        &self,
+        h: &mut Handle<Checker>,
+        a: &mut Auth<'_>,
+    ) -> Result<bool, RemoteError> {
         let mut resp = h
-            .authenticate_keyboard_interactive_start(user, None::<String>)
+            .authenticate_keyboard_interactive_start(a.user, None::<String>)
             .await
-            .map_err(auth_err)?;
+            .map_err(|e| a.err(e))?;
         let mut asked = false;
         loop {
             match resp {
-                KeyboardInteractiveAuthResponse::Success => return Ok(()),
+                KeyboardInteractiveAuthResponse::Success => return Ok(true),
                 KeyboardInteractiveAuthResponse::Failure { .. } => break,
                 KeyboardInteractiveAuthResponse::InfoRequest { prompts, .. } => {
                     let ps: Vec<(String, bool)> =
@@ -599,7 +659,7 @@ impl SshRemote {
                         Some(Vec::new())
                     } else {
                         asked = true;
-                        self.prompter.keyboard_interactive(user, &r.addr, &ps)
+                        self.prompter.keyboard_interactive(a.user, a.addr, &ps)
                     };
                     // Declined: answer empty so the server ends this exchange; leaving it
                     // open would leave the next method's request unanswered.
@@ -611,10 +671,10 @@ impl SshRemote {
                             answers.iter().map(|a| a.expose().to_string()).collect(),
                         )
                         .await
-                        .map_err(auth_err)?;
+                        .map_err(|e| a.err(e))?;
                     if declined {
                         if let KeyboardInteractiveAuthResponse::Success = resp {
-                            return Ok(());
+                            return Ok(true);
                         }
                         break;
                     }
@@ -622,26 +682,26 @@ impl SshRemote {
             }
         }
         if asked {
-            tried.push("keyboard-interactive".into());
+            a.tried.push("keyboard-interactive".into());
         }
+        Ok(false)
+    }
 
-        // 4. Password.
-        if let Some(pw) = self.prompter.password(user, &r.addr) {
-            tried.push("password".into());
-            if let AuthResult::Success = h
-                .authenticate_password(user, pw.expose())
+    async fn by_password(
+        &self,
+        h: &mut Handle<Checker>,
+        a: &mut Auth<'_>,
+    ) -> Result<bool, RemoteError> {
+        let Some(pw) = self.prompter.password(a.user, a.addr) else {
+            return Ok(false);
+        };
+        a.tried.push("password".into());
+        Ok(matches!(
+            h.authenticate_password(a.user, pw.expose())
                 .await
-                .map_err(auth_err)?
-            {
-                return Ok(());
-            }
-        }
-        Err(RemoteError::Auth {
-            host: name.to_string(),
-            user: user.to_string(),
-            tried: if tried.is_empty() { "nothing: no agent, key or password".into() } else { tried.join(", ") },
-            hint: "check the user, add the key to the agent or to `identity_files`, or check the password".into(),
-        })
+                .map_err(|e| a.err(e))?,
+            AuthResult::Success
+        ))
     }
 
     /// Makes sure sudo works as configured, once per connection; a wrong password is an error
@@ -697,13 +757,15 @@ impl SshRemote {
             .await
             .map_err(|_| lost("starting it"))?;
         let (mut read, write) = channel.split();
+        let write = Arc::new(write);
         let input = stdin.to_vec();
+        let w = write.clone();
         let writer = tokio::spawn(async move {
             if !input.is_empty() {
-                write.data(&input[..]).await?;
+                w.data(&input[..]).await?;
             }
-            write.eof().await?;
-            Ok::<_, russh::Error>(write)
+            w.eof().await?;
+            Ok::<_, russh::Error>(())
         });
         let collect = async {
             let mut out = ExecOutput::default();
@@ -731,6 +793,23 @@ impl SshRemote {
                 Ok(o) => o,
                 Err(_) => {
                     writer.abort();
+                    // Closing the channel would leave the command running on the host (no
+                    // terminal, no hang-up). sshd passes a channel's signal to the command's
+                    // process group (sudo relays it to what it runs): TERM, then KILL, and the
+                    // channel's end is awaited so nothing of it outlives the error.
+                    for (sig, grace) in [(russh::Sig::TERM, 3), (russh::Sig::KILL, 2)] {
+                        if write.signal(sig).await.is_err() {
+                            break;
+                        }
+                        let ended = async { while read.wait().await.is_some() {} };
+                        if tokio::time::timeout(Duration::from_secs(grace), ended)
+                            .await
+                            .is_ok()
+                        {
+                            break;
+                        }
+                    }
+                    let _ = write.close().await;
                     return Err(RemoteError::Timeout {
                         host,
                         command: shell::first_line(command).to_string(),

@@ -1,0 +1,135 @@
+//! `wkctl expand` (and `check`, `resume`): a run, as a list of phases, each in a module named
+//! for it. The hosts and the cluster are asked first and nothing changes until every check has
+//! passed; then the plan's steps run, each through its kind (`crate::steps`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+use wk_cluster::NodeInfo;
+use wk_plan::inventory::{Node, PORT_API, PORT_CLUSTER};
+use wk_remote::Remote;
+
+use crate::engine::{Engine, Options, Outcome};
+use crate::error::EngineError;
+use crate::facts::{HostState, Probe};
+
+mod gather;
+mod members;
+mod preflight;
+mod prepare;
+mod run;
+mod seed;
+mod trial;
+
+/// Who a run is about: the gateway and the nodes it adds.
+pub(super) struct Scope {
+    pub gateway: Node,
+    pub added: Vec<Node>,
+}
+
+impl Scope {
+    fn adds(&self, name: &str) -> bool {
+        self.added.iter().any(|a| a.name == name)
+    }
+
+    /// The addresses host `n` must reach, given the cluster's `members` (the seed among them):
+    /// WuKongIM sends every raft message over the sender's own connection, so 11110 must be
+    /// open both ways between a new node and every member, and the admin UI's node page asks
+    /// every node's API from whichever node the load balancer picked, so 5001 too.
+    fn reach(&self, n: &Node, members: &[Node]) -> Vec<(String, u16)> {
+        let mut out: Vec<(String, u16)> = Vec::new();
+        let mut add = |to: &Node, port: u16| {
+            let k = (to.internal_address.clone(), port);
+            if to.name != n.name && !out.contains(&k) {
+                out.push(k);
+            }
+        };
+        let member = members.iter().any(|m| m.name == n.name);
+        if self.adds(&n.name) || member {
+            for to in members.iter().chain(&self.added) {
+                add(to, PORT_CLUSTER);
+                add(to, PORT_API);
+            }
+        }
+        if n.name == self.gateway.name {
+            for a in &self.added {
+                add(a, PORT_API);
+            }
+        }
+        if member {
+            // Between members, 11110 works already (they are a cluster).
+            out.retain(|(h, p)| {
+                *p != PORT_CLUSTER || !members.iter().any(|m| &m.internal_address == h)
+            });
+        }
+        out
+    }
+}
+
+/// A plan every check passed for, and the API token the seed's compose file sets.
+pub(super) struct Planned {
+    pub plan: wk_plan::Plan,
+    pub token: Option<String>,
+}
+
+/// A preflight check's result: host, check id, passed, what was found, how to fix it.
+pub(super) type CheckRow = (String, String, bool, String, Option<String>);
+
+/// What the hosts and the cluster told, phase by phase.
+pub(super) struct Known {
+    /// The member new nodes join through, and what it answered.
+    pub seed: Node,
+    pub probe: Probe,
+    /// Every host asked, in the order asked, and what each said.
+    pub wanted: Vec<Node>,
+    pub states: BTreeMap<String, HostState>,
+    /// The cluster's members as the seed lists them (empty when it did not answer).
+    pub cluster: Vec<NodeInfo>,
+    /// Nodes to add that are members already, with the inventory's address (a re-run).
+    pub already: BTreeSet<String>,
+    /// The inventory's nodes the cluster has, but for those being added.
+    pub members: Vec<String>,
+    /// The same as nodes, the seed first, as the seed's member list told before the members
+    /// phase checked it (what the reachability was asked for).
+    pub member_nodes: Vec<Node>,
+    pub checks: Vec<CheckRow>,
+}
+
+impl Known {
+    /// Records a preflight check.
+    pub fn check(&mut self, host: &str, id: &str, ok: bool, detail: String, fix: Option<&str>) {
+        self.checks.push((
+            host.to_string(),
+            id.to_string(),
+            ok,
+            detail,
+            fix.map(str::to_string),
+        ));
+    }
+
+    /// A variable of the seed's WuKongIM service.
+    pub fn seed_env(&self, key: &str) -> Option<String> {
+        let compose = self.states[&self.seed.name].compose_text.as_deref()?;
+        crate::text::wukongim_env(compose)
+            .into_iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v)
+    }
+}
+
+impl<R: Remote + 'static> Engine<R> {
+    /// The whole expansion (or its dry run, or only its checks).
+    pub async fn expand(&self, opts: &Options) -> Result<Outcome, EngineError> {
+        let started = Instant::now();
+        let scope = self.scope(opts)?;
+        let probe = self.choose_seed(opts, &scope).await?;
+        let mut known = self.gather(opts, &scope, probe).await?;
+        self.members(&scope, &mut known).await?;
+        let planned = self.preflight(opts, &scope, known).await?;
+        if opts.check_only {
+            return Ok(self.checked(planned.plan));
+        }
+        let run = self.prepare(opts, &planned)?;
+        self.run(opts, planned.plan, run, started).await
+    }
+}

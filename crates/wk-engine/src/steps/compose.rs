@@ -1,0 +1,150 @@
+//! Running compose as a step's plan command shows it: the step's compose program, its sudo,
+//! its install dir; and what the project's containers run and see.
+
+use std::time::Duration;
+
+use wk_remote::{shell, ExecOutput, ExecRequest, Remote};
+
+use super::Cx;
+use crate::docker::{self, Services};
+use crate::error::{step_err, EngineError};
+
+impl<R: Remote + 'static> Cx<'_, R> {
+    /// Whether the step's commands run through sudo.
+    fn sudo(&self) -> bool {
+        self.step.action.commands().first().is_some_and(|c| c.sudo)
+    }
+
+    /// Runs a plan command (10 minutes at most); fails unless it succeeds.
+    pub async fn exec(&self, command: &wk_plan::plan::Command) -> Result<String, EngineError> {
+        let out = self
+            .r
+            .exec(
+                ExecRequest::new(command.run.clone())
+                    .sudo_inside(command.sudo)
+                    .timeout(Duration::from_secs(600)),
+            )
+            .await
+            .map_err(|e| step_err(self.step, e))?;
+        self.succeeded(&out, &format!("`{}` failed", command.run), true)?;
+        Ok(out.stdout_str())
+    }
+
+    /// Fails with what the command said (its stderr, and its stdout when `stdout`) unless it
+    /// exited 0.
+    fn succeeded(&self, out: &ExecOutput, what: &str, stdout: bool) -> Result<(), EngineError> {
+        if out.success() {
+            return Ok(());
+        }
+        let said = if stdout {
+            out.stdout_str()
+        } else {
+            String::new()
+        };
+        Err(step_err(
+            self.step,
+            format!(
+                "{what} ({:?}): {}{}",
+                out.status,
+                out.stderr_str().trim(),
+                said.trim()
+            ),
+        ))
+    }
+
+    /// `cd DIR && [sudo] COMPOSE ARGS` with the step's compose program and sudo, as its plan
+    /// command shows them; the remote feeds sudo its password when the host needs one.
+    pub async fn compose(&self, dir: &str, args: &str) -> Result<ExecOutput, EngineError> {
+        let (prefix, prog) = self.compose_parts()?;
+        let cmd = format!("cd {} && {prefix}{prog} {args}", shell::path(dir));
+        self.r
+            .exec(ExecRequest::new(cmd).sudo_inside(self.sudo()))
+            .await
+            .map_err(|e| step_err(self.step, e))
+    }
+
+    /// What the project's containers are doing, read as the step's compose command runs.
+    pub async fn compose_state(&self, dir: &str) -> Result<Services, EngineError> {
+        let (prefix, _) = self.compose_parts()?;
+        let out = self
+            .r
+            .exec(
+                ExecRequest::new(docker::state_script(dir, &prefix))
+                    .sudo_inside(self.sudo())
+                    .timeout(Duration::from_secs(60)),
+            )
+            .await
+            .map_err(|e| step_err(self.step, e))?;
+        self.succeeded(
+            &out,
+            &format!("cannot read what compose runs in {dir}"),
+            false,
+        )?;
+        Ok(Services::parse(&out.stdout_str()))
+    }
+
+    /// The sudo prefix (`sudo -n `, `sudo -k -S -p '' ` or empty) and the compose program of a
+    /// step's command line (after `cd … &&`).
+    fn compose_parts(&self) -> Result<(String, String), EngineError> {
+        let run = self
+            .step
+            .action
+            .commands()
+            .first()
+            .map(|c| c.run.clone())
+            .unwrap_or_default();
+        let after = run.split(" && ").nth(1).unwrap_or("");
+        let words: Vec<&str> = after.split_whitespace().collect();
+        let i = words
+            .iter()
+            .position(|w| *w == "docker" || *w == "docker-compose")
+            .ok_or_else(|| step_err(self.step, "no compose command in the plan"))?;
+        let prefix = words[..i].join(" ");
+        let prog = if words[i] == "docker" {
+            "docker compose"
+        } else {
+            "docker-compose"
+        };
+        Ok((
+            if prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{prefix} ")
+            },
+            prog.to_string(),
+        ))
+    }
+
+    /// Fails unless the container of `service` sees at `inner` the bytes the host file `path`
+    /// holds (what it runs is what the run wrote).
+    pub async fn container_sees(
+        &self,
+        dir: &str,
+        service: &str,
+        path: &str,
+        inner: &str,
+    ) -> Result<(), EngineError> {
+        let (prefix, prog) = self.compose_parts()?;
+        let step = self.step;
+        let host = self
+            .r
+            .read_file(path)
+            .await
+            .map_err(|e| step_err(step, e))?;
+        let seen =
+            docker::container_file(&*self.r, &prefix, dir, &prog, service, inner, self.sudo())
+                .await
+                .map_err(|e| step_err(step, e))?;
+        match (host, seen) {
+            (Some(h), Some(c)) if h.content == c => Ok(()),
+            (_, None) => Err(step_err(
+                step,
+                format!("cannot read {inner} inside the {service} container (`compose exec -T {service} cat {inner}` failed)"),
+            )),
+            _ => Err(step_err(
+                step,
+                format!("the {service} container does not see {path} as the host holds it (its {inner} is another file: a bind mount of a file replaced by rename keeps the old one); recreate it with `docker compose up -d --force-recreate {service}` in {dir}"),
+            )),
+        }
+    }
+}

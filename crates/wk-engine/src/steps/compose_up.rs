@@ -1,0 +1,309 @@
+//! `compose_up`: `docker compose up -d` of an install dir's services, when their compose file
+//! changed or they do not all run; a running nginx whose nginx.conf changed checks it and
+//! reloads instead (or after). Verified: every service it started runs and keeps running, nginx
+//! runs the file the run wrote, and a member's WuKongIM works in its cluster again (live
+//! signals, not /health alone) before anything else restarts (a rolling restart). Undone: a new
+//! node's services stop and go (`down`); a host whose files a rollback restored has its
+//! services come up on them again.
+
+use std::time::{Duration, Instant};
+
+use wk_cluster::Api;
+use wk_plan::inventory::PORT_API;
+use wk_plan::plan::{Command, Plan, Step};
+use wk_plan::playbook::ServiceSelector;
+use wk_remote::{shell, Remote};
+
+use super::{Cx, Done, Fut, Kind, Shape, Undo};
+use crate::docker::Services;
+use crate::error::{step_err, EngineError};
+use crate::pause::{self, Point};
+
+pub(crate) struct ComposeUp<'a> {
+    pub dir: &'a str,
+    pub services: &'a [ServiceSelector],
+    pub command: &'a Command,
+}
+
+/// What the step found before it acts.
+struct Seen {
+    compose_file_changed: bool,
+    conf_changed: bool,
+    nginx_conf: String,
+    /// The services the command names (none: all of the project's).
+    names: Vec<String>,
+    all_running: bool,
+    /// Whether nginx is among its services, and runs now.
+    nginx: bool,
+    nginx_ran: bool,
+}
+
+impl ComposeUp<'_> {
+    /// Whether a member's WuKongIM (found by image) is among its services.
+    fn member(&self) -> bool {
+        self.services
+            .iter()
+            .any(|sv| matches!(sv, ServiceSelector::ImageName(_)))
+    }
+
+    async fn seen<R: Remote + 'static>(&self, cx: &Cx<'_, R>) -> Result<Seen, EngineError> {
+        let dir = self.dir.trim_end_matches('/');
+        let compose_file = format!("{dir}/docker-compose.yml");
+        let nginx_conf = format!("{dir}/nginx.conf");
+        let state = cx.compose_state(self.dir).await?;
+        let names: Vec<String> = self
+            .command
+            .run
+            .split_whitespace()
+            .skip_while(|w| *w != "-d")
+            .skip(1)
+            .map(str::to_string)
+            .collect();
+        let all_running = if names.is_empty() {
+            state.all_running()
+        } else {
+            names.iter().all(|n| state.running(n))
+        };
+        let nginx = self
+            .services
+            .iter()
+            .any(|s| *s == ServiceSelector::Name("nginx".into()));
+        Ok(Seen {
+            compose_file_changed: cx.run.is_changed(&cx.step.host, &compose_file),
+            conf_changed: cx.run.is_changed(&cx.step.host, &nginx_conf),
+            nginx_conf,
+            names,
+            all_running,
+            nginx,
+            nginx_ran: nginx && state.running("nginx"),
+        })
+    }
+
+    async fn up<R: Remote + 'static>(&self, cx: &Cx<'_, R>) -> Result<Done, EngineError> {
+        let (step, dir) = (cx.step, self.dir);
+        let s = self.seen(cx).await?;
+        if !s.compose_file_changed && s.all_running && !(s.nginx && s.conf_changed) {
+            return Ok(Done::Ok(
+                "running, and its configuration did not change".into(),
+            ));
+        }
+        // A member the operator stopped stays stopped unless its configuration changed.
+        if self.member() && !s.compose_file_changed && !s.all_running {
+            return Ok(Done::Ok(
+                "not running, and its compose file did not change: left stopped".into(),
+            ));
+        }
+        if cx.run.dry {
+            return Ok(cx.would(self.command, "would (re)start"));
+        }
+        // nginx reads its file only when it starts or reloads: a running nginx whose file
+        // changed checks it, then reloads (after `up -d`, which recreates it only when its
+        // service changed).
+        let reload = s.nginx && s.conf_changed && s.nginx_ran;
+        if reload {
+            let out = cx.compose(dir, "exec -T nginx nginx -t").await?;
+            if !out.success() {
+                let why = cx.restore(&s.nginx_conf).await?;
+                return Err(step_err(
+                    step,
+                    format!("nginx rejected the new nginx.conf ({}); {why}; nginx goes on serving the old one", out.stderr_str().trim()),
+                ));
+            }
+        }
+        let reload_only = s.nginx && s.conf_changed && s.all_running && !s.compose_file_changed;
+        if !reload_only {
+            cx.exec(self.command).await?;
+        }
+        if reload {
+            let out = cx.compose(dir, "kill -s HUP nginx").await?;
+            if !out.success() {
+                return Err(step_err(
+                    step,
+                    format!("reloading nginx failed: {}", out.stderr_str().trim()),
+                ));
+            }
+        }
+        pause::at(step, Point::Middle).await;
+        self.steady(cx, &s).await?;
+        if s.nginx && s.conf_changed {
+            // What nginx runs is what the run wrote.
+            cx.container_sees(dir, "nginx", &s.nginx_conf, "/etc/nginx/nginx.conf")
+                .await?;
+        }
+        if self.member() {
+            self.member_healthy(cx).await?;
+        }
+        Ok(Done::Changed(if reload_only {
+            "nginx reloaded".into()
+        } else {
+            format!(
+                "up: {}",
+                if s.names.is_empty() {
+                    "all services".into()
+                } else {
+                    s.names.join(", ")
+                }
+            )
+        }))
+    }
+
+    /// Every service it started runs, and still runs at the next look (a container whose
+    /// process keeps dying shows `running` between its restarts). An nginx that refused the new
+    /// file at its first start gets its old file back and is stopped.
+    async fn steady<R: Remote + 'static>(
+        &self,
+        cx: &Cx<'_, R>,
+        s: &Seen,
+    ) -> Result<(), EngineError> {
+        let (step, dir) = (cx.step, self.dir);
+        let t = Instant::now();
+        let mut steady: Option<Services> = None;
+        loop {
+            let state = cx.compose_state(dir).await?;
+            let ok = if s.names.is_empty() {
+                state.none_restarting()
+            } else {
+                s.names.iter().all(|n| state.running(n))
+            };
+            if ok && steady.as_ref().is_some_and(|p| p.same_run(&state)) {
+                return Ok(());
+            }
+            steady = ok.then(|| state.clone());
+            let nginx_looping = state.restarting("nginx")
+                || state
+                    .0
+                    .iter()
+                    .any(|c| c.service == "nginx" && c.restarts > 0);
+            if t.elapsed() > Duration::from_secs(20)
+                || (nginx_looping && t.elapsed() > Duration::from_secs(2))
+            {
+                if s.nginx && s.conf_changed && (nginx_looping || !state.running("nginx")) {
+                    let logs = cx
+                        .compose(dir, "logs nginx 2>&1 | tail -5")
+                        .await
+                        .map(|o| o.stdout_str())
+                        .unwrap_or_default();
+                    // Stopped before its file goes: a restart in between would find the bind
+                    // mount's source missing, and Docker would make it a directory.
+                    let _ = cx.compose(dir, "stop nginx").await;
+                    let why = cx.restore(&s.nginx_conf).await?;
+                    return Err(step_err(step, format!("nginx did not start with the new nginx.conf:\n{}\n{why}; nginx was stopped", logs.trim())));
+                }
+                return Err(step_err(
+                    step,
+                    format!("services did not start: {}", state.describe()),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    /// A member's WuKongIM restarted: wait until it works in its cluster again, on live
+    /// signals (`Api::not_ready`: /health reads only the local config, 200 at once after a
+    /// restart), before anything else restarts, so a cluster never loses two members at once.
+    async fn member_healthy<R: Remote + 'static>(&self, cx: &Cx<'_, R>) -> Result<(), EngineError> {
+        let step = cx.step;
+        let Some(node) = cx.e.inv.node(&step.host) else {
+            return Ok(());
+        };
+        let t = Instant::now();
+        let mut last: String;
+        loop {
+            match cx.r.tunnel(&node.internal_address, PORT_API).await {
+                Ok(tn) => match Api::new(&step.host, tn.local, cx.run.token.clone())
+                    .not_ready(node.id as u64)
+                    .await
+                {
+                    Ok(None) => return Ok(()),
+                    Ok(Some(why)) => last = why,
+                    Err(e) => last = e.to_string(),
+                },
+                Err(e) => last = e.to_string(),
+            }
+            if t.elapsed() > Duration::from_secs(120) {
+                return Err(step_err(step, format!("WuKongIM did not work in its cluster again within 120 s after its restart (last: {last}); see `docker compose logs` on the host")));
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    /// A new node's services, stopped and removed, first in a rollback (the journal says the
+    /// step started: a start that was cut may have started them too).
+    async fn down<R: Remote + 'static>(
+        &self,
+        u: &Undo<'_, R>,
+        step: &Step,
+    ) -> Result<usize, EngineError> {
+        let name = &step.host;
+        if !self.starts_new_node(step, u.plan)
+            || !super::started_new_nodes(u.plan, u.lines).contains(name)
+        {
+            return Ok(0);
+        }
+        let node = u.e.inv.node(name).ok_or_else(|| {
+            EngineError::Input(format!("{name} is not in the inventory any more"))
+        })?;
+        // A rollback cut after it removed the install dir runs again: nothing is left to stop.
+        let dir = u.e.remote(name)?.stat(&node.install_dir).await;
+        if dir.map_err(crate::error::host_err)?.is_none() {
+            return Ok(0);
+        }
+        let cmd = format!(
+            "cd {} && {} down",
+            shell::path(&node.install_dir),
+            u.compose_of(name).await?
+        );
+        if u.dry {
+            u.show(name, cmd);
+            return Ok(0);
+        }
+        u.run_compose(name, cmd).await?;
+        u.done(name, "stopped and removed WuKongIM");
+        Ok(1)
+    }
+}
+
+/// A host whose files a rollback restored: its services come up on them again, and nginx and
+/// Prometheus re-read theirs (kept inode: the containers see them; `up -d` recreates neither
+/// when its service did not change). A host without one of them has nothing to reload.
+pub(crate) async fn restart_restored<R: Remote + 'static>(
+    u: &Undo<'_, R>,
+    host: &str,
+) -> Result<(), EngineError> {
+    let Some(node) = u.e.inv.node(host) else {
+        return Ok(());
+    };
+    let compose = u.compose_of(host).await?;
+    let d = shell::path(&node.install_dir);
+    // One compose call per command line: sudo reads its password once per command.
+    let up = format!("cd {d} && {compose} up -d");
+    let reload = format!("cd {d} && {compose} kill -s HUP prometheus");
+    let reload_nginx = format!("cd {d} && {compose} kill -s HUP nginx");
+    if u.dry {
+        for command in [up, reload, reload_nginx] {
+            u.show(host, command);
+        }
+        return Ok(());
+    }
+    u.run_compose(host, up).await?;
+    let _ = u.run_compose(host, reload).await;
+    let _ = u.run_compose(host, reload_nginx).await;
+    u.done(host, "services up again on the restored files");
+    Ok(())
+}
+
+impl Shape for ComposeUp<'_> {
+    fn starts_new_node(&self, step: &Step, plan: &Plan) -> bool {
+        plan.adding.iter().any(|a| a.name == step.host)
+    }
+}
+
+impl<R: Remote + 'static> Kind<R> for ComposeUp<'_> {
+    fn apply<'a>(&'a self, cx: &'a Cx<'a, R>) -> Fut<'a, Done> {
+        Box::pin(self.up(cx))
+    }
+
+    fn stop<'a>(&'a self, u: &'a Undo<'a, R>, step: &'a Step) -> Fut<'a, usize> {
+        Box::pin(self.down(u, step))
+    }
+}
