@@ -46,8 +46,8 @@ impl Case {
 }
 
 /// What a host holds: every file's hash under its home (run ids made `RUN`; the simulator's
-/// data and the stand-in's own state change by themselves and are left out) and the command
-/// lines of its processes (sshd's come and go with every connection).
+/// data changes by itself and is left out), its containers and the command lines of its
+/// processes (sshd's come and go with every connection).
 #[derive(PartialEq, Eq, Debug, Clone)]
 struct HostState {
     files: Vec<String>,
@@ -128,8 +128,10 @@ impl<'a> Lane<'a> {
             1,
         );
         std::fs::write(&inv, text).unwrap();
-        // Waits that fail in seconds, long enough for a good run.
-        playbook_with_waits(&dir, "faults.yml", &[(180, 6), (600, 30), (60, 6)]);
+        // Waits that fail in seconds, long enough for a good run. A new node whose join
+        // attempt was under way when the fault came asks again only after that attempt's 5 s
+        // timeout and a 2 s pause, so its /health may take some 10 s after the fault is healed.
+        playbook_with_waits(&dir, "faults.yml", &[(180, 15), (600, 30), (60, 6)]);
         let mut lane = Lane {
             lab,
             a,
@@ -193,19 +195,44 @@ impl<'a> Lane<'a> {
         }
     }
 
-    /// What node1 answers to a GET on one of its ports (asked from inside its namespace).
+    /// What node1 answers to a GET on one of its ports (from this machine, to its lab address).
     fn node1_get(&self, port: u16, path: &str) -> String {
         let ip = &self.lab.host(&self.a).ip;
-        self.lab
-            .sh(
-                &self.a,
-                &format!("wget -q -O - http://{ip}:{port}{path} 2>/dev/null"),
-            )
-            .unwrap_or_default()
+        self.lab.guard(ip).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        match rt.block_on(wk_lab::http::get(
+            &format!("{ip}:{port}"),
+            path,
+            &[],
+            Duration::from_secs(3),
+        )) {
+            Ok((_, body)) => String::from_utf8_lossy(&body).into_owned(),
+            Err(_) => String::new(),
+        }
     }
 
-    fn node1_health(&self) -> bool {
-        self.node1_get(5001, "/health").contains("\"ok\"")
+    /// Whether node1's cluster works, on live signals as an operator would check them: /health
+    /// alone answers 200 from the node's own copy of the config (right after a restart, or on
+    /// a survivor of a lost quorum), so also a config leader (`/cluster/info` answers only
+    /// through one) and every slot with a leader, none electing or moving.
+    fn node1_works(&self) -> bool {
+        if !self.node1_get(5001, "/health").contains("\"ok\"") {
+            return false;
+        }
+        let info: serde_json::Value =
+            serde_json::from_str(&self.node1_get(5001, "/cluster/info")).unwrap_or_default();
+        let Some(slots) = info["slots"].as_array().filter(|s| !s.is_empty()) else {
+            return false;
+        };
+        slots.iter().all(|s| {
+            s["leader"].as_u64().unwrap_or(0) != 0
+                && s["status"].as_u64().unwrap_or(0) == 0
+                && s["migrateFrom"].as_u64().unwrap_or(0) == 0
+                && s["migrateTo"].as_u64().unwrap_or(0) == 0
+        })
     }
 
     /// Whether node1's cluster lists node 1002 (at any status).
@@ -296,7 +323,7 @@ impl<'a> Lane<'a> {
             other => unreachable!("{other}"),
         }
         let _ = std::fs::remove_file(&pause);
-        // Every fault ends the run within its waits (8 s, 30 s) and the keepalives.
+        // Every fault ends the run within its waits (15 s, 30 s) and the keepalives.
         let t = Instant::now();
         let mut hung = false;
         while child.try_wait().unwrap().is_none() {
@@ -408,7 +435,7 @@ impl<'a> Lane<'a> {
             self.reset();
         } else {
             // Both hosts exactly as before the run, node1 healthy: the next attempt starts clean.
-            if until(30, || self.node1_health().then_some(())).is_none() {
+            if until(30, || self.node1_works().then_some(())).is_none() {
                 return Err("node1 is not healthy after the rollback".into());
             }
             let got = until(10, || {
@@ -429,9 +456,14 @@ impl<'a> Lane<'a> {
         }
         let _ = std::fs::remove_dir_all(self.dir.join(".wkctl"));
 
-        // Resume, once the fault is gone.
+        // Resume, once the fault is gone and the cluster over it: a healed partition leaves the
+        // slots electing for a while (`/health`: slot leader not found), and the resume's
+        // preflight refuses an unhealthy cluster, as it should; an operator waits for it.
         let (code, out) = self.faulty_run(c)?;
         self.heal();
+        if until(30, || self.node1_works().then_some(())).is_none() {
+            return Err("node1's cluster does not work 30 s after the fault was healed".into());
+        }
         let how = if code == Some(0) {
             // The fault came too late to stop the run (after its last use of the host).
             let (rc, rout) = self.wkctl(&["resume"]);
