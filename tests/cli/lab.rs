@@ -735,6 +735,38 @@ fn a_nginx_conf_nginx_rejects_is_taken_back() {
             && !ps.lines().any(|l| l.contains("nginx") && l.contains("Up")),
         "{ps}"
     );
+
+    // A new node on another WuKongIM build than the members (its image's tag moved): the join
+    // step stops the run naming both builds, and a resume refuses the mix until told to allow it.
+    let rb = wkctl(&dir, &["rollback"]);
+    assert_eq!(rb.status.code(), Some(0), "{}", text(&rb.stderr));
+    lab.put(
+        "node4",
+        "~/.config/wksim/env",
+        "WKSIM_JOIN_DELAY_MS=700\nWKSIM_MIGRATE_MS=300\nWKSIM_APP_VERSION=v2.2.6-20260601\n",
+    )
+    .unwrap();
+    let out = wkctl(&dir, &["expand", "--add", "node2"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{}{err}", text(&out.stdout));
+    assert!(
+        err.contains("joined@node2")
+            && err.contains("runs WuKongIM build v2.2.6-20260601, the members v2.2.5-20260422")
+            && err.contains("--allow-version-mix"),
+        "{err}"
+    );
+    let refused = wkctl(&dir, &["resume"]);
+    let said = format!("{}{}", text(&refused.stdout), text(&refused.stderr));
+    assert_eq!(refused.status.code(), Some(3), "{said}");
+    assert!(
+        said.contains("versions      FAILED")
+            && said.contains("node1 v2.2.5-20260422, node2 v2.2.6-20260601"),
+        "{said}"
+    );
+    let allowed = wkctl(&dir, &["resume", "--allow-version-mix"]);
+    let said = format!("{}{}", text(&allowed.stdout), text(&allowed.stderr));
+    assert_eq!(allowed.status.code(), Some(0), "{said}");
+    assert!(said.contains("as --allow-version-mix allows"), "{said}");
 }
 
 /// node5 runs the single node; node6 and node7 join in one run, one after the other.
@@ -761,6 +793,32 @@ fn two_nodes_in_one_run_join_one_after_the_other() {
         uc = c.user,
     );
     std::fs::write(dir.join("cluster.yml"), inv).unwrap();
+
+    // Two new nodes become members of each other: node2's firewall dropping node3's packets to
+    // its cluster port fails node3's preflight, naming both, before anything changes.
+    let drop_rule = format!("INPUT -p tcp -s {} --dport 11110 -j DROP", c.ip);
+    let ns6 = format!("/run/netns/{}", b.netns);
+    let iptables = |op: &str| {
+        let st = Command::new("nsenter")
+            .arg(format!("--net={ns6}"))
+            .arg("iptables")
+            .arg(op)
+            .args(drop_rule.split(' '))
+            .status()
+            .unwrap();
+        assert!(st.success(), "iptables {op} in {ns6}");
+    };
+    iptables("-I");
+    let ck = wkctl(&dir, &["check", "--add", "node2,node3"]);
+    iptables("-D");
+    let said = text(&ck.stdout);
+    assert_eq!(ck.status.code(), Some(3), "{said}{}", text(&ck.stderr));
+    assert!(
+        said.lines().any(|l| l.contains("node3")
+            && l.contains("reach-members FAILED")
+            && l.contains(&format!("node2 {}:11110: timeout", b.ip))),
+        "{said}"
+    );
 
     // First, the leader refuses joins: node2's join fails, so node3's never starts.
     lab.put(
@@ -1138,6 +1196,16 @@ fn bad_input_changes_nothing_on_any_host() {
     let drop_rule = format!("INPUT -p tcp -s {ip10} --dport 11110 -j DROP");
     let block_cluster = format!("nsenter --net=/run/netns/{ns11} iptables -I {drop_rule}");
     let unblock_cluster = format!("nsenter --net=/run/netns/{ns11} iptables -D {drop_rule}");
+    // node1's WuKongIM restarted as another build (the simulator's WKSIM_APP_VERSION), and
+    // back; each waits until the cluster works again (/health, and /cluster/info, which answers
+    // only through a leader).
+    let with_build = |v: &str| {
+        format!(
+            "printf 'WKSIM_JOIN_DELAY_MS=700\\nWKSIM_MIGRATE_MS=300\\n{v}' > ~/.config/wksim/env && cd ~/wukongim && docker compose restart wukongim >/dev/null 2>&1 && for i in $(seq 150); do wget -q -O /dev/null http://{ip10}:5001/health 2>/dev/null && wget -q -O /dev/null http://{ip10}:5001/cluster/info 2>/dev/null && exit 0; sleep 0.2; done; exit 1"
+        )
+    };
+    let old_build = with_build("WKSIM_APP_VERSION=v2.1.1\\n");
+    let usual_build = with_build("");
     let from_ip10 = format!("from node1 ({ip10})");
     let to_ip11 = format!("{ip11}:11110: timeout");
     let cases = vec![
@@ -1174,6 +1242,8 @@ fn bad_input_changes_nothing_on_any_host() {
         Case { name: "members cannot reach the new node's cluster port", inventory: good.clone(), setup: Some(("@node11", &block_cluster)), cleanup: Some(("@node11", &unblock_cluster)), env: None, code: 3, says: vec!["reach-to-new", &from_ip10, &to_ip11, "timeout"] },
         // node1's data in a named volume: recreating it (member-up) would lose it.
         Case { name: "node1 keeps its data in a named volume", inventory: good.clone(), setup: Some(("node10", "cp -p ~/wukongim/docker-compose.yml ~/compose.good && sed -i 's|- ./wukongim_data:/root/wukongim|- wkdata:/root/wukongim|' ~/wukongim/docker-compose.yml && printf 'volumes:\\n  wkdata: {}\\n' >> ~/wukongim/docker-compose.yml && grep -q wkdata: ~/wukongim/docker-compose.yml")), cleanup: Some(("node10", "mv ~/compose.good ~/wukongim/docker-compose.yml")), env: None, code: 3, says: vec!["data-mount", "named volume `wkdata`"] },
+        // WuKongIM clusters need v2.1.2 or later: told by the build that runs, not the tag.
+        Case { name: "node1 runs a WuKongIM build older than v2.1.2", inventory: good.clone(), setup: Some(("node10", &old_build)), cleanup: Some(("node10", &usual_build)), env: None, code: 3, says: vec!["versions", "node1 runs v2.1.1", "v2.1.2 or later"] },
         // Last: node10's cluster keeps 1002 for good (WuKongIM v2 cannot remove a member).
         Case {
             name: "an id taken in the cluster by a node the inventory does not know",
@@ -1234,7 +1304,7 @@ fn bad_input_changes_nothing_on_any_host() {
         );
         seen += 1;
     }
-    assert_eq!(seen, 20);
+    assert_eq!(seen, 21);
 
     // A journal cut in the middle: resume and rollback say where, and change nothing.
     std::fs::write(dir.join("cluster.yml"), &good).unwrap();

@@ -120,6 +120,42 @@ impl Api {
         Ok(w.data)
     }
 
+    /// The build the node runs: `app_version` of its `/cluster/node` (the answering process's
+    /// own version; image tags like `:v2` move with every release).
+    pub async fn app_version(&self) -> Result<String, ClusterError> {
+        let (code, body) = self.get("/cluster/node").await?;
+        if code != 200 {
+            return Err(self.err("/cluster/node", format!("HTTP {code}")));
+        }
+        let v: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| self.err("/cluster/node", e))?;
+        Ok(v["app_version"].as_str().unwrap_or_default().to_string())
+    }
+
+    /// Every member's build as `/cluster/nodes` gives it (the node asks each online member's
+    /// API; an offline member shows no version): (id, `app_version`, empty when not known).
+    pub async fn versions(&self) -> Result<Vec<(u64, String)>, ClusterError> {
+        let (code, body) = self.get("/cluster/nodes").await?;
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        if code != 200 {
+            let msg = v["msg"].as_str().unwrap_or("no answer").to_string();
+            return Err(self.err("/cluster/nodes", format!("HTTP {code}: {msg}")));
+        }
+        Ok(v["data"]
+            .as_array()
+            .map(|d| {
+                d.iter()
+                    .map(|n| {
+                        (
+                            n["id"].as_u64().unwrap_or(0),
+                            n["app_version"].as_str().unwrap_or_default().to_string(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
     /// How many slots are still moving (`migrateFrom`/`migrateTo` non-zero) per `/cluster/info`.
     pub async fn slots_migrating(&self) -> Result<usize, ClusterError> {
         let (code, body) = self.get("/cluster/info").await?;
@@ -196,6 +232,22 @@ fn moving(slot: &serde_json::Value) -> bool {
     slot["migrateTo"].as_u64().unwrap_or(0) != 0 || slot["migrateFrom"].as_u64().unwrap_or(0) != 0
 }
 
+/// A WuKongIM build's release as (major, minor, patch): `v2.2.5-20260422` is (2, 2, 5); `None`
+/// when the text is no release number (a development build).
+pub fn release(app_version: &str) -> Option<(u32, u32, u32)> {
+    let v = app_version.trim();
+    let v = v.strip_prefix('v').unwrap_or(v);
+    let core = v.split(['-', '+', ' ']).next()?;
+    let mut parts = core.split('.').map(|p| p.parse::<u32>().ok());
+    let major = parts.next()??;
+    let minor = parts.next().unwrap_or(Some(0))?;
+    let patch = parts.next().unwrap_or(Some(0))?;
+    if parts.next().is_some() {
+        return None;
+    }
+    Some((major, minor, patch))
+}
+
 /// The status text WuKongIM's admin UI shows.
 pub fn status_text(status: u8) -> &'static str {
     match status {
@@ -247,5 +299,23 @@ mod prometheus_tests {
             super::prometheus_job_names(dump),
             ["wukongim1-trace-metrics", "wukongim2-trace-metrics"]
         );
+    }
+}
+
+#[cfg(test)]
+mod version_tests {
+    use super::release;
+
+    #[test]
+    fn releases_of_real_build_versions() {
+        assert_eq!(release("v2.2.5-20260422"), Some((2, 2, 5)));
+        assert_eq!(release("v2.1.2"), Some((2, 1, 2)));
+        assert_eq!(release("2.1.4+dirty"), Some((2, 1, 4)));
+        assert_eq!(release("v2"), Some((2, 0, 0)));
+        assert_eq!(release(""), None);
+        assert_eq!(release("dev"), None);
+        assert_eq!(release("v2.x.1"), None);
+        assert_eq!(release("v1.2.3.4"), None);
+        assert!(release("v2.1.1").unwrap() < (2, 1, 2));
     }
 }

@@ -17,6 +17,8 @@ pub struct Options {
     pub add: Vec<String>,
     pub dry_run: bool,
     pub force_unlock: bool,
+    /// Go on though the nodes run different WuKongIM builds (`app_version`).
+    pub allow_version_mix: bool,
     /// `.wkctl/runs` beside the inventory.
     pub runs_dir: PathBuf,
     /// The command line, for the journal.
@@ -47,6 +49,8 @@ pub struct Resume {
     /// The playbook file and templates directory the run read (`None`: built in).
     pub playbook: Option<PathBuf>,
     pub templates: Option<PathBuf>,
+    /// Whether the run was started with `--allow-version-mix`.
+    pub allow_version_mix: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -192,6 +192,9 @@ pub(crate) struct Probe {
     /// Why the cluster does not work as the member sees it, on live signals, though its
     /// `/health` answers 200 (`Api::not_ready`); `None`: it works, or /health said why not.
     pub not_ready: Option<String>,
+    /// Every member's build, as `/cluster/nodes` gives it: (id, `app_version`, empty for an
+    /// offline member). `None` when the member was not healthy enough to ask.
+    pub versions: Option<Result<Vec<(u64, String)>, String>>,
 }
 
 /// Asks a member (through its SSH connection, `None` when there is none) for its health and the
@@ -204,6 +207,7 @@ pub(crate) async fn probe<R: Remote>(r: Option<&R>, node: &Node) -> Probe {
         health: Err(e.clone()),
         members: Err(e),
         not_ready: None,
+        versions: None,
     };
     let Some(r) = r else {
         return fail(None, None, format!("{}: not connected", node.name));
@@ -229,6 +233,10 @@ pub(crate) async fn probe<R: Remote>(r: Option<&R>, node: &Node) -> Probe {
         },
         _ => None,
     };
+    let versions = match &health {
+        Ok(Health::Ok) => Some(api.versions().await.map_err(|e| e.to_string())),
+        _ => None,
+    };
     Probe {
         node: node.clone(),
         compose_text,
@@ -236,5 +244,6 @@ pub(crate) async fn probe<R: Remote>(r: Option<&R>, node: &Node) -> Probe {
         health,
         members,
         not_ready,
+        versions,
     }
 }

@@ -163,6 +163,9 @@ pub fn resume_state(dir: &Path) -> Result<crate::engine::Resume, EngineError> {
         started,
         playbook: recorded("playbook"),
         templates: recorded("templates"),
+        allow_version_mix: lines
+            .first()
+            .is_some_and(|l| l["allow_version_mix"] == true),
     })
 }
 

@@ -71,7 +71,6 @@ pub struct Member {
     pub online: bool,
     pub offline_count: u64,
     pub last_offline: u64,
-    pub app_version: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -300,6 +299,91 @@ fn api_host_port(url: &str) -> String {
         .to_string()
 }
 
+/// The replicated config as WuKongIM's `/cluster/info` gives it: its protobuf types as JSON,
+/// camelCase, every zero value omitted, `online` and `allowVote` booleans.
+fn raw_config(cfg: &ClusterConfig) -> serde_json::Value {
+    fn put(o: &mut serde_json::Map<String, serde_json::Value>, k: &str, v: serde_json::Value) {
+        let zero = v == json!(0) || v == json!("") || v == json!(false) || v == json!([]);
+        if !zero {
+            o.insert(k.into(), v);
+        }
+    }
+    let nodes: Vec<_> = cfg
+        .nodes
+        .iter()
+        .map(|m| {
+            let mut o = serde_json::Map::new();
+            put(&mut o, "id", json!(m.id));
+            put(&mut o, "clusterAddr", json!(m.cluster_addr));
+            put(&mut o, "apiServerAddr", json!(m.api_server_addr));
+            put(&mut o, "online", json!(m.online));
+            put(&mut o, "offlineCount", json!(m.offline_count));
+            put(&mut o, "lastOffline", json!(m.last_offline / 1000));
+            put(&mut o, "allowVote", json!(m.allow_vote));
+            put(&mut o, "status", json!(m.status));
+            serde_json::Value::Object(o)
+        })
+        .collect();
+    let slots: Vec<_> = cfg
+        .slots
+        .iter()
+        .map(|x| {
+            let mut o = serde_json::Map::new();
+            put(&mut o, "id", json!(x.id));
+            put(&mut o, "leader", json!(x.leader));
+            put(&mut o, "term", json!(cfg.term));
+            put(&mut o, "replicas", json!(x.replicas));
+            put(&mut o, "migrateFrom", json!(x.migrate_from));
+            put(&mut o, "migrateTo", json!(x.migrate_to));
+            put(&mut o, "status", json!(u8::from(x.electing_until != 0)));
+            serde_json::Value::Object(o)
+        })
+        .collect();
+    let mut o = serde_json::Map::new();
+    put(&mut o, "version", json!(cfg.version));
+    put(&mut o, "slotCount", json!(cfg.slots.len()));
+    put(&mut o, "slotReplicaCount", json!(SLOT_REPLICAS));
+    put(&mut o, "channelReplicaCount", json!(SLOT_REPLICAS));
+    put(&mut o, "term", json!(cfg.term));
+    put(&mut o, "nodes", json!(nodes));
+    put(&mut o, "slots", json!(slots));
+    serde_json::Value::Object(o)
+}
+
+/// A request forwarded to member `to`'s API (as WuKongIM's `c.Forward`: same path, the
+/// caller's `token` header), its answer passed back.
+async fn forward_to(cfg: &ClusterConfig, to: u64, req: &Request) -> Response {
+    let addr = cfg
+        .nodes
+        .iter()
+        .find(|n| n.id == to)
+        .map(|n| api_host_port(&n.api_server_addr))
+        .unwrap_or_default();
+    if addr.is_empty() {
+        return Response::json(
+            400,
+            &json!({"msg": format!("node {to} has no API address"), "status": 400}),
+        );
+    }
+    let headers: Vec<(&str, &str)> = req
+        .header("token")
+        .map(|t| ("token", t))
+        .into_iter()
+        .collect();
+    match http::get(&addr, &req.path, &headers, Duration::from_secs(10)).await {
+        Ok((status, body)) => Response {
+            status,
+            content_type: "application/json",
+            headers: Vec::new(),
+            body,
+        },
+        Err(e) => Response::json(
+            400,
+            &json!({"msg": format!("forwarding to node {to}: {e}"), "status": 400}),
+        ),
+    }
+}
+
 /// Slot `i`'s replicas among `ids` (sorted): three consecutive ids from the slot's own.
 fn replicas_of(i: u32, ids: &[u64]) -> Vec<u64> {
     (0..SLOT_REPLICAS.min(ids.len()))
@@ -382,7 +466,6 @@ impl Node {
             online: true,
             offline_count: 0,
             last_offline: 0,
-            app_version: self.s.app_version.clone(),
         }
     }
 
@@ -613,7 +696,7 @@ impl Node {
 
     /// The join request as the config leader handles it. A taken id: the whole entry is
     /// replaced (status back to 1, no API URL; WuKongIM #497).
-    fn accept_join(&self, id: u64, cluster_addr: String, version: String) -> Result<(), String> {
+    fn accept_join(&self, id: u64, cluster_addr: String) -> Result<(), String> {
         if self.s.refuse_joins {
             return Err("join refused (WKSIM_FAULT=refuse_joins)".into());
         }
@@ -631,7 +714,6 @@ impl Node {
             online: false,
             offline_count: 0,
             last_offline: 0,
-            app_version: version,
         };
         match cfg.nodes.iter_mut().find(|n| n.id == id) {
             Some(existing) => *existing = entry,
@@ -702,8 +784,7 @@ impl Node {
                 let id = msg["id"].as_u64().unwrap_or(0);
                 let done = if msg["type"] == "join" {
                     let addr = msg["cluster_addr"].as_str().unwrap_or("").to_string();
-                    let version = msg["app_version"].as_str().unwrap_or("").to_string();
-                    self.accept_join(id, addr, version)
+                    self.accept_join(id, addr)
                 } else {
                     self.accept_api(id, msg["api_url"].as_str().unwrap_or("").to_string())
                 };
@@ -764,7 +845,11 @@ impl Node {
                 String::new()
             };
             put("uptime", json!(uptime), false);
-            put("app_version", json!(m.app_version), false);
+            // The build's version is the answering process's own (WuKongIM sets it only in
+            // its local node's answer): an offline node, taken from the config, has none.
+            if m.id == self.s.node_id {
+                put("app_version", json!(self.s.app_version), false);
+            }
             put("config_version", json!(cfg.version), false);
             put("term", json!(cfg.term), false);
         }
@@ -871,26 +956,13 @@ impl Node {
             }
             "/cluster/nodes" => self.nodes(&cfg, leader).await,
             "/cluster/node" => Response::json(200, &self.local_node_json()),
-            // Forwarded to the config leader: none without a quorum.
-            "/cluster/info" if leader.is_none() => {
-                Response::json(400, &json!({"msg": "leader not found", "status": 400}))
-            }
-            "/cluster/info" => {
-                let nodes: Vec<_> = cfg
-                    .nodes
-                    .iter()
-                    .map(|m| self.node_json(&cfg, m, leader, false))
-                    .collect();
-                let slots: Vec<_> = cfg
-                    .slots
-                    .iter()
-                    .map(|s| json!({"id": s.id, "leader": s.leader, "replicas": s.replicas, "term": cfg.term, "migrateFrom": s.migrate_from, "migrateTo": s.migrate_to, "status": if s.electing_until != 0 { 1 } else { 0 }}))
-                    .collect();
-                Response::json(
-                    200,
-                    &json!({"version": cfg.version, "term": cfg.term, "leader": leader, "nodes": nodes, "slots": slots}),
-                )
-            }
+            // Forwarded to the config leader (none without a quorum), which answers its raw
+            // config.
+            "/cluster/info" => match leader {
+                None => Response::json(400, &json!({"msg": "leader not found", "status": 400})),
+                Some(l) if l == self.s.node_id => Response::json(200, &raw_config(&cfg)),
+                Some(l) => forward_to(&cfg, l, &req).await,
+            },
             "/varz" => Response::json(
                 200,
                 &json!({"server_id": self.s.node_id.to_string(), "version": self.s.app_version, "uptime": format!("{}s", self.started.elapsed().as_secs()), "connections": 0, "tcp_addr": self.s.ports.get(&5100).map(|p| p.to_string()), "ws_addr": self.s.ports.get(&5200).map(|p| p.to_string())}),
@@ -1167,7 +1239,7 @@ pub async fn run(node: Arc<Node>) -> i32 {
         // connections bring it.
         if node.joining() && Instant::now() >= next_join {
             if let Some((_, seed_addr)) = &s.seed {
-                let msg = json!({"type": "join", "id": s.node_id, "cluster_addr": s.server_addr, "app_version": s.app_version});
+                let msg = json!({"type": "join", "id": s.node_id, "cluster_addr": s.server_addr});
                 match call(seed_addr, &msg, Duration::from_secs(5)).await {
                     Ok(v) if v["ok"] == true => {}
                     Ok(v) => eprintln!("join via seed {seed_addr} refused: {}", v["error"]),

@@ -819,7 +819,7 @@ impl Builder<'_> {
         );
         c.add(
             "reach-members",
-            "this host reaches every member's cluster port 11110 and API port 5001 (raft goes over each sender's own connection; the admin UI's node page asks every node's API)".into(),
+            "this host reaches every member's cluster port 11110 and API port 5001 (raft goes over each sender's own connection; the admin UI's node page asks every node's API), and those of every other node this run adds (refused counts there: nothing listens yet)".into(),
         );
     }
 
@@ -860,7 +860,8 @@ impl Builder<'_> {
             "ids-free",
             format!("no member of the cluster has id {}", ids.join(" or ")),
         );
-        c.add("settings", "the seed's cluster-wide WuKongIM settings (every WK_* and wk.yaml setting but the node-specific ones: WK_MODE, WK_TOKENAUTHON, WK_JWT_SECRET, webhooks, data sources, the slot count, ...) go to the new nodes, and every member has the same ones; WK_MANAGERTOKEN, if set, is sent as the `token` header, never added".into());
+        c.add("settings", "the seed's cluster-wide WuKongIM settings (WK_MODE, WK_TOKENAUTHON, WK_JWT_SECRET, webhooks, data sources, the slot count, ...: every WK_* and wk.yaml setting but the node-specific ones) go to the new nodes, and every member has the same ones; WK_MANAGERTOKEN, if set, is sent as the `token` header, never added".into());
+        c.add("versions", "every member runs one WuKongIM build (`app_version` from /cluster/nodes, not the image tag), v2.1.2 or later; each new node is held to it once it answers (--allow-version-mix lets a mix go on)".into());
     }
 
     fn gateway_checks(&self, c: &mut Checks) {

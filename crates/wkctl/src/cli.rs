@@ -138,6 +138,11 @@ pub struct CheckArgs {
         required = true
     )]
     pub add: Vec<String>,
+
+    /// Go on though the cluster's nodes run different WuKongIM builds (`app_version`), or a new
+    /// node starts on another build than the members. WuKongIM wants one build on every node.
+    #[arg(long)]
+    pub allow_version_mix: bool,
 }
 
 #[derive(Debug, Args)]
@@ -174,6 +179,11 @@ pub struct ExpandArgs {
     /// Remove a lock left by a run that died (check first that no other run is going on).
     #[arg(long)]
     pub force_unlock: bool,
+
+    /// Go on though the cluster's nodes run different WuKongIM builds (`app_version`), or a new
+    /// node starts on another build than the members. WuKongIM wants one build on every node.
+    #[arg(long)]
+    pub allow_version_mix: bool,
 
     /// At most this many hosts prepared at once (checks and file changes; joins are always one at a time).
     #[arg(long, default_value_t = 8, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -218,6 +228,10 @@ pub struct ResumeArgs {
     /// The templates to read (default: those the run was started with).
     #[arg(long, value_name = "DIR")]
     pub templates: Option<PathBuf>,
+    /// (As with expand; a run started with it keeps it.) Go on though the cluster's nodes run different WuKongIM builds (`app_version`), or a new
+    /// node starts on another build than the members. WuKongIM wants one build on every node.
+    #[arg(long)]
+    pub allow_version_mix: bool,
     #[arg(long, default_value_t = 8, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub parallel: u16,
 }

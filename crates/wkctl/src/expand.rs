@@ -23,12 +23,24 @@ pub fn run(cli: &Cli, args: &ExpandArgs, out: &mut dyn Write) -> Result<(), Fail
         &text,
         &sources,
         args.add.clone(),
-        args.dry_run,
-        args.force_unlock,
-        false,
-        args.parallel as usize,
+        Flags {
+            dry_run: args.dry_run,
+            force_unlock: args.force_unlock,
+            check_only: false,
+            allow_version_mix: args.allow_version_mix,
+            parallel: args.parallel as usize,
+        },
         None,
     )
+}
+
+/// How a run goes, as the command line says.
+struct Flags {
+    dry_run: bool,
+    force_unlock: bool,
+    check_only: bool,
+    allow_version_mix: bool,
+    parallel: usize,
 }
 
 /// `wkctl check`: the expansion's preflight, stopping before anything would change.
@@ -43,25 +55,24 @@ pub fn check(cli: &Cli, args: &crate::cli::CheckArgs) -> Result<(), Failure> {
         &text,
         &Sources::embedded(),
         args.add.clone(),
-        true,
-        false,
-        true,
-        8,
+        Flags {
+            dry_run: true,
+            force_unlock: false,
+            check_only: true,
+            allow_version_mix: args.allow_version_mix,
+            parallel: 8,
+        },
         None,
     )
 }
 
-#[allow(clippy::too_many_arguments)]
 fn engine_run(
     cli: &Cli,
     inventory: &Inventory,
     text: &str,
     sources: &Sources,
     add: Vec<String>,
-    dry_run: bool,
-    force_unlock: bool,
-    check_only: bool,
-    parallel: usize,
+    flags: Flags,
     resume: Option<wk_engine::Resume>,
 ) -> Result<(), Failure> {
     let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -75,10 +86,11 @@ fn engine_run(
     let runs_dir = runs_dir(cli);
     let opts = wk_engine::Options {
         add,
-        dry_run,
-        force_unlock,
-        check_only,
-        parallel,
+        dry_run: flags.dry_run,
+        force_unlock: flags.force_unlock,
+        check_only: flags.check_only,
+        allow_version_mix: flags.allow_version_mix,
+        parallel: flags.parallel,
         resume,
         cancel: Some(cancel.clone()),
         runs_dir,
@@ -352,10 +364,14 @@ pub fn resume(cli: &Cli, args: &crate::cli::ResumeArgs) -> Result<(), Failure> {
         &text,
         &sources,
         add,
-        false,
-        false,
-        false,
-        args.parallel as usize,
+        Flags {
+            dry_run: false,
+            force_unlock: false,
+            check_only: false,
+            // As the run was started, or told now.
+            allow_version_mix: args.allow_version_mix || state.allow_version_mix,
+            parallel: args.parallel as usize,
+        },
         Some(state),
     )
 }

@@ -66,10 +66,12 @@ impl Scope {
     }
 }
 
-/// A plan every check passed for, and the API token the seed's compose file sets.
+/// A plan every check passed for, the API token the seed's compose file sets, and the build
+/// new nodes must run (when it is checked).
 pub(super) struct Planned {
     pub plan: wk_plan::Plan,
     pub token: Option<String>,
+    pub version: Option<String>,
 }
 
 /// A preflight check's result: host, check id, passed, what was found, how to fix it.

@@ -28,6 +28,7 @@ impl<R: Remote + 'static> Engine<R> {
         settings_check(&mut k);
         self.lb_ports_check(scope, &mut k);
         self.seed_checks(&mut k);
+        let (version, version_warnings) = self.versions_check(opts, &mut k);
         self.prometheus_check(scope, &mut k);
         // The plan, with what the hosts told (once every check so far passed: a plan needs the
         // members the cluster named).
@@ -53,12 +54,19 @@ impl<R: Remote + 'static> Engine<R> {
         if k.seed_env("WK_JWT_SECRET").is_some() {
             self.say(Event::Warning { message: format!("{seed} sets WK_JWT_SECRET: the new nodes get the same value, or admin logins would fail across the load balancer") });
         }
+        for message in version_warnings {
+            self.say(Event::Warning { message });
+        }
         let token = k.seed_env("WK_MANAGERTOKEN");
         if token.is_some() {
             self.say(Event::Warning { message: format!("{seed} sets WK_MANAGERTOKEN, which WuKongIM v2 clusters do not support (#159, #533); API calls send its `token` header") });
         }
         match plan {
-            Some(plan) if failed == 0 => Ok(Planned { plan, token }),
+            Some(plan) if failed == 0 => Ok(Planned {
+                plan,
+                token,
+                version,
+            }),
             _ => Err(EngineError::Preflight {
                 failed: failed.max(1),
             }),
@@ -199,6 +207,40 @@ impl<R: Remote + 'static> Engine<R> {
         }
     }
 
+    /// The members' builds, as the seed's `/cluster/nodes` has each online member tell its own:
+    /// one build on every node (unless `--allow-version-mix`), v2.1.2 or later. The build new
+    /// nodes must run, when there is one to hold them to; and warnings.
+    fn versions_check(&self, opts: &Options, k: &mut Known) -> (Option<String>, Vec<String>) {
+        let seed = k.seed.name.clone();
+        let list = match k.probe.versions.clone() {
+            // Not asked: /health already failed, and says why.
+            None => return (None, Vec::new()),
+            Some(Err(e)) => {
+                k.check(&seed, "versions", false, format!("the members' builds could not be read: {e}"), Some("/cluster/nodes asks every online member's API (the admin UI's node page does too): make every member's WK_CLUSTER_APIURL answer from the seed, then run again"));
+                return (None, Vec::new());
+            }
+            Some(Ok(list)) => list,
+        };
+        let named: Vec<(String, String)> = list
+            .into_iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(id, v)| {
+                let name = self
+                    .inv
+                    .wukongim_nodes()
+                    .find(|n| n.id as u64 == id)
+                    .map(|n| n.name.clone())
+                    .unwrap_or_else(|| format!("node {id}"));
+                (name, v)
+            })
+            .collect();
+        let allow =
+            opts.allow_version_mix || opts.resume.as_ref().is_some_and(|r| r.allow_version_mix);
+        let v = version_rules(&named, allow);
+        k.check(&seed, "versions", v.ok, v.detail, v.fix);
+        (v.expected, v.warnings)
+    }
+
     /// The gateway's prometheus.yml is there and parses.
     fn prometheus_check(&self, scope: &Scope, k: &mut Known) {
         let gateway = &scope.gateway;
@@ -224,6 +266,87 @@ impl<R: Remote + 'static> Engine<R> {
             ),
             Some("the single-node deployment's prometheus.yml must be there"),
         );
+    }
+}
+
+/// What the members' builds allow (FACTS: WuKongIM wants one build on every node, v2.1.2 or
+/// later for a cluster; before v2.1.4 `/health` reports no readiness at all).
+#[derive(Debug, PartialEq)]
+pub(crate) struct Versions {
+    pub ok: bool,
+    pub detail: String,
+    pub fix: Option<&'static str>,
+    /// The build new nodes must run (`None`: not held to one).
+    pub expected: Option<String>,
+    pub warnings: Vec<String>,
+}
+
+/// [`Versions`] of the members' (name, `app_version`), offline ones (no version) left out.
+pub(crate) fn version_rules(members: &[(String, String)], allow_mix: bool) -> Versions {
+    let mut warnings = Vec::new();
+    let mut builds: Vec<&str> = members.iter().map(|(_, v)| v.as_str()).collect();
+    builds.sort();
+    builds.dedup();
+    let list = || {
+        members
+            .iter()
+            .map(|(n, v)| format!("{n} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let too_old: Vec<String> = members
+        .iter()
+        .filter(|(_, v)| wk_cluster::release(v).is_some_and(|r| r < (2, 1, 2)))
+        .map(|(n, v)| format!("{n} runs {v}"))
+        .collect();
+    if !too_old.is_empty() {
+        return Versions {
+            ok: false,
+            detail: format!(
+                "{}: a WuKongIM cluster needs v2.1.2 or later (WuKongIM #291)",
+                too_old.join(", ")
+            ),
+            fix: Some("upgrade the members (one at a time) to one release of v2.1.2 or later, then run again"),
+            expected: None,
+            warnings,
+        };
+    }
+    for (n, v) in members {
+        match wk_cluster::release(v) {
+            Some(r) if r < (2, 1, 4) => warnings.push(format!("{n} runs {v}: before v2.1.4 WuKongIM's /health always answers 200, so only the live signals (a config leader, the node online, /cluster/info) tell wkctl that a node is ready")),
+            Some(_) => {}
+            None => warnings.push(format!("{n} runs build `{v}`, which names no release: whether it is v2.1.2 or later is not checked")),
+        }
+    }
+    match builds.as_slice() {
+        [] => Versions {
+            ok: true,
+            detail: "no member told its build (offline members tell none); new nodes are not compared".into(),
+            fix: None,
+            expected: None,
+            warnings,
+        },
+        [one] => Versions {
+            ok: true,
+            detail: format!("every member runs {one}; new nodes must run it too"),
+            fix: None,
+            expected: (!allow_mix).then(|| one.to_string()),
+            warnings,
+        },
+        _ if allow_mix => Versions {
+            ok: true,
+            detail: format!("the members run different builds ({}), as --allow-version-mix allows", list()),
+            fix: None,
+            expected: None,
+            warnings,
+        },
+        _ => Versions {
+            ok: false,
+            detail: format!("the members run different builds: {}", list()),
+            fix: Some("WuKongIM's nodes must run one build (an image tag like :v2 moves with every release): bring every member to the same one, or pass --allow-version-mix to go on"),
+            expected: None,
+            warnings,
+        },
     }
 }
 
@@ -450,14 +573,25 @@ fn reach_checks(opts: &Options, scope: &Scope, k: &mut Known) {
         let all: Vec<&Node> = members.iter().collect();
         let mut bad = unreachable(k, &a.name, &others, &[PORT_CLUSTER], &["open"]);
         bad.extend(unreachable(k, &a.name, &all, &[PORT_API], &["open"]));
-        let names: Vec<&str> = all.iter().map(|m| m.name.as_str()).collect();
+        // The other nodes this run adds: members too once they join (nothing may listen there
+        // yet: refused is reachable).
+        let fellows: Vec<&Node> = scope.added.iter().filter(|o| o.name != a.name).collect();
+        bad.extend(unreachable(
+            k,
+            &a.name,
+            &fellows,
+            &[PORT_CLUSTER, PORT_API],
+            &["open", "refused"],
+        ));
+        let mut names: Vec<&str> = all.iter().map(|m| m.name.as_str()).collect();
+        names.extend(fellows.iter().map(|f| f.name.as_str()));
         reach_row(
             k,
             a,
             "reach-members",
             &bad,
             format!("{} reaches 11110 and 5001 of {}", a.name, names.join(", ")),
-            "open ports 11110 and 5001 from the new node to every member",
+            "open ports 11110 and 5001 from the new node to every member and every other new node",
         );
     }
     if joining.is_empty() {
@@ -592,5 +726,65 @@ fn new_node_checks(opts: &Options, scope: &Scope, k: &mut Known) {
             format!("{key} from {}: {r}", gateway.name),
             Some("open port 5001 from the gateway to the new node"),
         );
+    }
+}
+
+#[cfg(test)]
+mod version_tests {
+    use super::version_rules;
+
+    fn m(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn one_build_is_what_new_nodes_must_run() {
+        let v = version_rules(
+            &m(&[("node1", "v2.2.5-20260422"), ("node2", "v2.2.5-20260422")]),
+            false,
+        );
+        assert!(v.ok, "{v:?}");
+        assert_eq!(v.expected.as_deref(), Some("v2.2.5-20260422"));
+        assert!(v.warnings.is_empty());
+        // Allowed to mix: new nodes are not held to it.
+        let v = version_rules(&m(&[("node1", "v2.2.5-20260422")]), true);
+        assert!(v.ok && v.expected.is_none(), "{v:?}");
+    }
+
+    #[test]
+    fn a_mix_is_refused_unless_allowed() {
+        let mix = m(&[("node1", "v2.2.5-20260422"), ("node3", "v2.2.4-20260301")]);
+        let v = version_rules(&mix, false);
+        assert!(!v.ok);
+        assert!(
+            v.detail
+                .contains("node1 v2.2.5-20260422, node3 v2.2.4-20260301"),
+            "{}",
+            v.detail
+        );
+        assert!(v.fix.unwrap().contains("--allow-version-mix"));
+        let v = version_rules(&mix, true);
+        assert!(v.ok && v.expected.is_none(), "{v:?}");
+    }
+
+    #[test]
+    fn old_releases_are_refused_or_warned_of() {
+        let v = version_rules(&m(&[("node1", "v2.1.1")]), true);
+        assert!(!v.ok);
+        assert!(v.detail.contains("node1 runs v2.1.1") && v.detail.contains("v2.1.2 or later"));
+        let v = version_rules(&m(&[("node1", "v2.1.3-20240101")]), false);
+        assert!(v.ok);
+        assert_eq!(v.warnings.len(), 1);
+        assert!(v.warnings[0].contains("before v2.1.4"), "{:?}", v.warnings);
+        let v = version_rules(&m(&[("node1", "v2.1.4")]), false);
+        assert!(v.ok && v.warnings.is_empty(), "{v:?}");
+        // A build that names no release: said, not refused.
+        let v = version_rules(&m(&[("node1", "dev")]), false);
+        assert!(v.ok && v.warnings[0].contains("names no release"), "{v:?}");
+        // Offline members tell no build: nothing to hold new nodes to.
+        let v = version_rules(&[], false);
+        assert!(v.ok && v.expected.is_none());
     }
 }

@@ -47,6 +47,7 @@ impl<R: Remote + 'static> Engine<R> {
             run_id: run_id.unwrap_or_default(),
             force_unlock: opts.force_unlock,
             token: planned.token.clone(),
+            version: planned.version.clone(),
             stale_backups: match &opts.resume {
                 Some(_) => Vec::new(),
                 None => crate::runs::unfinished_backups(&opts.runs_dir),
@@ -99,6 +100,7 @@ impl<R: Remote + 'static> Engine<R> {
             json!({
                 "playbook": self.sources.playbook_path,
                 "templates": self.sources.templates_path,
+                "allow_version_mix": opts.allow_version_mix,
             }),
         )
         .map_err(|e| {

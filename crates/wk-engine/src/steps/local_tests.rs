@@ -80,6 +80,7 @@ fn run_ctx() -> RunCtx {
         run_id: "r".into(),
         force_unlock: false,
         token: None,
+        version: None,
         stale_backups: Vec::new(),
     }
 }

@@ -308,6 +308,9 @@ pub(crate) struct RunCtx {
     pub run_id: String,
     pub force_unlock: bool,
     pub token: Option<String>,
+    /// The build (`app_version`) every member runs, which a new node must run too (`None`: not
+    /// checked, as `--allow-version-mix` says or when the members did not tell).
+    pub version: Option<String>,
     /// Backups that runs which stopped half way left on the hosts, as (host, path): this run
     /// took their changes over, and removes them with its own when it ends.
     pub stale_backups: Vec<(String, String)>,

@@ -148,8 +148,22 @@ impl WaitJoined {
         let start = Instant::now();
         let mut last_status = 0u8;
         let mut polls = 0;
+        // The node's build, compared once it tells it (its /health answered already).
+        let mut build_checked = cx.run.version.is_none();
         loop {
             polls += 1;
+            if !build_checked {
+                if let Some(runs) = self.build(&m).await {
+                    build_checked = true;
+                    let want = cx.run.version.as_deref().unwrap_or_default();
+                    if runs != want {
+                        return Err(step_err(
+                            cx.step,
+                            format!("{node} ({node_id}) runs WuKongIM build {runs}, the members {want}: its image's tag names another build there (tags like :v2 move with every release), and WuKongIM wants one build on every node\n  fix: `wkctl rollback`, give {node} the members' image (or pin `image:` in the inventory to their exact tag) and run again; or `wkctl resume --allow-version-mix` to keep the mix"),
+                        ));
+                    }
+                }
+            }
             let round = self.ask(cx, &m).await;
             if round.status != last_status && round.status != 0 {
                 last_status = round.status;
@@ -184,6 +198,15 @@ impl WaitJoined {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         self.stuck(cx, &m, last_status).await
+    }
+
+    /// The build the new node says it runs (`None`: it does not answer yet).
+    async fn build(&self, m: &Members) -> Option<String> {
+        let (_, _, api) = m
+            .apis
+            .iter()
+            .find(|(_, id, _)| *id == self.node_id as u64)?;
+        api.app_version().await.ok().filter(|v| !v.is_empty())
     }
 
     /// Stuck at 加入中 (#529): the join is accepted if everything else says it worked.

@@ -168,6 +168,53 @@ const NODE_KEYS: [&str; 11] = [
     "status_format",
 ];
 
+/// /cluster/info: the raw config, camelCase, zero values omitted, booleans for online.
+async fn raw_config_shape(a: &Sim) {
+    let (_, info) = get(&a.api, "/cluster/info").await;
+    assert_eq!(info["slots"].as_array().unwrap().len(), 64);
+    assert!(info["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|s| s.get("migrateFrom").is_none()
+            && s.get("migrateTo").is_none()
+            && s["leader"] == 1001));
+    let keys: Vec<&str> = info
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "channelReplicaCount",
+            "nodes",
+            "slotCount",
+            "slotReplicaCount",
+            "slots",
+            "term",
+            "version"
+        ]
+    );
+    let n = &info["nodes"][0];
+    assert_eq!(
+        (
+            n["clusterAddr"].as_str(),
+            &n["online"],
+            &n["allowVote"],
+            n.get("cluster_addr")
+        ),
+        (
+            Some(a.cluster.as_str()),
+            &Value::Bool(true),
+            &Value::Bool(true),
+            None
+        ),
+        "{n}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn api_shapes_follow_facts() {
     let a = start(1001, None, "shapes", &[]);
@@ -195,13 +242,8 @@ async fn api_shapes_follow_facts() {
     snapshot("node-single", &normalize(&one, &ports));
     let (_, nodes) = get(&a.api, "/cluster/nodes").await;
     snapshot("nodes-single", &normalize(&nodes, &ports));
-    let (_, info) = get(&a.api, "/cluster/info").await;
-    assert_eq!(info["slots"].as_array().unwrap().len(), 64);
-    assert!(info["slots"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|s| s["migrateFrom"] == 0 && s["migrateTo"] == 0));
+    assert_eq!(one["app_version"], "v2.2.5-20260422", "the build's version");
+    raw_config_shape(&a).await;
     // 5300: /health is not there; /metrics needs no auth; /cluster/* needs a bearer token.
     assert_eq!(get(&a.manager, "/health").await.0, 404);
     let (code, metrics) = get(&a.manager, "/metrics").await;
@@ -249,11 +291,36 @@ async fn api_shapes_follow_facts() {
     assert_eq!(code, 400);
 }
 
+/// /cluster/nodes asks every node, which tells its own build (it is not in the config:
+/// simpleNodes has none); /cluster/info of either node is the config leader's.
+async fn builds_and_forwarding(a: &Sim, b: &Sim) {
+    let (code, nodes) = get(&a.api, "/cluster/nodes").await;
+    assert_eq!((code, nodes["total"].as_u64()), (200, Some(2)));
+    assert_eq!(
+        node(&nodes, 1001).unwrap()["app_version"],
+        "v2.2.5-20260422"
+    );
+    assert_eq!(
+        node(&nodes, 1002).unwrap()["app_version"],
+        "v2.2.6-20260601"
+    );
+    // /cluster/info of either node is the config leader's: the non-leader forwards it.
+    let (ca, ia) = get(&a.api, "/cluster/info").await;
+    let (cb, ib) = get(&b.api, "/cluster/info").await;
+    assert_eq!((ca, cb), (200, 200), "{ia} {ib}");
+    assert_eq!(ia["nodes"], ib["nodes"]);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_node_joins_through_the_seed_1_2_3() {
     let a = start(1001, None, "join-a", &[]);
     get(&a.api, "/health").await;
-    let b = start(1002, Some(&a), "join-b", &[]);
+    let b = start(
+        1002,
+        Some(&a),
+        "join-b",
+        &[("WKSIM_APP_VERSION", "v2.2.6-20260601")],
+    );
     // Before it has the config, the new node has no slots.
     let mut seen: Vec<u64> = Vec::new();
     let t = Instant::now();
@@ -294,7 +361,10 @@ async fn a_second_node_joins_through_the_seed_1_2_3() {
             );
             learner_seen = true;
         }
-        let moving = slots.iter().filter(|s| s["migrateTo"] != 0).count();
+        let moving = slots
+            .iter()
+            .filter(|s| s["migrateTo"].as_u64().unwrap_or(0) != 0)
+            .count();
         let led_by_b = slots.iter().filter(|s| s["leader"] == 1002).count();
         if moving == 0 && led_by_b == 32 {
             assert!(
@@ -316,9 +386,8 @@ async fn a_second_node_joins_through_the_seed_1_2_3() {
         node(&list, 1002).unwrap()["api_server_addr"],
         format!("http://{}", b.api).as_str()
     );
-    // /cluster/nodes asks every node; with b gone, it fails (400).
-    let (code, nodes) = get(&a.api, "/cluster/nodes").await;
-    assert_eq!((code, nodes["total"].as_u64()), (200, Some(2)));
+    builds_and_forwarding(&a, &b).await;
+    // With b gone, /cluster/nodes fails (400).
     drop(b);
     tokio::time::sleep(Duration::from_millis(100)).await;
     let (code, err) = get(&a.api, "/cluster/nodes").await;
