@@ -95,6 +95,10 @@ impl Sources {
         t.register_filter("yaml_quote", |s: &str, _: tera::Kwargs, _: &tera::State| {
             yaml_quote(s)
         });
+        t.register_filter(
+            "yaml_escape",
+            |s: &str, _: tera::Kwargs, _: &tera::State| yaml_escape(s),
+        );
         for (name, text) in &self.templates {
             t.add_raw_template(name, text)
                 .map_err(|e| format!("template {name} does not parse: {e}"))?;
@@ -105,8 +109,13 @@ impl Sources {
 
 /// A YAML double-quoted scalar holding exactly `s`.
 pub fn yaml_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
+    format!("\"{}\"", yaml_escape(s))
+}
+
+/// `s` as the inside of a YAML double-quoted scalar (templates put values inside their own
+/// quotes: `"K={{ v | yaml_escape }}"`), so no value can end the scalar or the line.
+pub fn yaml_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),
@@ -118,6 +127,5 @@ pub fn yaml_quote(s: &str) -> String {
             c => out.push(c),
         }
     }
-    out.push('"');
     out
 }

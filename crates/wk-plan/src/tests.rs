@@ -483,3 +483,13 @@ fn a_gateway_host_runs_no_wukongim() {
     let ids: Vec<Option<String>> = jobs.unwrap().into_iter().map(|j| j.id_label).collect();
     assert_eq!(ids, [Some("1001".to_string()), Some("1002".to_string())]);
 }
+
+#[test]
+fn template_values_cannot_end_their_scalar() {
+    // A value with a quote and a newline stays one scalar of the list item (no injected key).
+    let v = "x\"\n    privileged: true\n#";
+    let line = format!("- \"K={}\"", crate::sources::yaml_escape(v));
+    let parsed: Vec<String> = serde_saphyr::from_str(&line).unwrap();
+    assert_eq!(parsed, [format!("K={v}")]);
+    assert!(!line.contains('\n'));
+}

@@ -164,7 +164,7 @@ pub enum RemoteError {
         addr: String,
         message: String,
     },
-    #[error("{host}: host key {fingerprint} is not known. Check it with the host's administrator, then accept it with\n  ssh-keyscan -p {port} {addr} >> {known_hosts}\n  or set `host_key_policy: accept-new` for this node to record it on first contact")]
+    #[error("{host}: host key {fingerprint} of {addr} (port {port}) is not known; wkctl refuses to connect until it is verified out of band:\n  on the host's console (or over a connection you already trust) run `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` and compare its SHA256 fingerprint with {fingerprint}\n  only if they are the same, record it: `ssh-keyscan -p {port} {addr} > key.tmp && ssh-keygen -lf key.tmp` (the same fingerprint again), then `cat key.tmp >> {known_hosts}`\n  or set `host_key_policy: accept-new` for this node to record it on first contact (trusting that first contact)")]
     UnknownHostKey {
         host: String,
         addr: String,

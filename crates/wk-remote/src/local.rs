@@ -51,7 +51,8 @@ impl Remote for LocalRemote {
         } else {
             (req.command.clone(), None)
         };
-        let mut stdin = Vec::new();
+        // Zeroed when dropped: it may hold the sudo password.
+        let mut stdin = zeroize::Zeroizing::new(Vec::new());
         if let Some(p) = password {
             stdin.extend_from_slice(p.expose().as_bytes());
             stdin.push(b'\n');

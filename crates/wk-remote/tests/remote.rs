@@ -1079,3 +1079,38 @@ async fn an_unreachable_host_fails_fast_and_names_it() {
     let err = connect(o).await.unwrap_err().to_string();
     assert!(err.starts_with("ghost: cannot connect to "), "{err}");
 }
+
+/// The ssh config's own host-key settings, as OpenSSH honours them: `UserKnownHostsFile` in place
+/// of the default file, and `HostKeyAlias` as the name the key is recorded under.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_ssh_configs_known_hosts_file_and_alias_are_honoured() {
+    let lab = need_lab!();
+    let dir = scratch("kh-config");
+    let h = lab.host("node1");
+    let kh = dir.join("aliased_known_hosts");
+    std::fs::write(&kh, format!("node1-key {}\n", h.host_key)).unwrap();
+    let cfg = dir.join("config");
+    std::fs::write(
+        &cfg,
+        format!(
+            "Host {ip}\n  UserKnownHostsFile {kh}\n  GlobalKnownHostsFile none\n  HostKeyAlias Node1-Key\n",
+            ip = h.ip,
+            kh = kh.display()
+        ),
+    )
+    .unwrap();
+    let home_kh = std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".ssh/known_hosts");
+    let mut o = opts(&lab, "node1");
+    o.known_hosts = vec![home_kh.clone()];
+    o.ssh_config = Some(cfg.clone());
+    let r = connect(o.clone())
+        .await
+        .expect("the key is found under its alias");
+    assert_eq!(sh(&r, "echo ok").await.trim(), "ok");
+    r.close().await;
+    // The same file under the host's own name does not count: the alias is the key's name.
+    std::fs::write(&kh, format!("{} {}\n", h.ip, h.host_key)).unwrap();
+    let err = connect(o).await.unwrap_err();
+    assert!(matches!(err, RemoteError::UnknownHostKey { .. }), "{err}");
+    assert!(err.to_string().contains("verified out of band"), "{err}");
+}

@@ -19,9 +19,7 @@ pub fn run(cli: &Cli, args: &InitArgs, out: &mut dyn Write) -> Result<(), Failur
     if path.exists() && !args.force {
         return Err(Failure::bad_input(format!("{} exists; wkctl init does not overwrite it\n  fix: add --force, or write elsewhere with -i FILE", path.display())));
     }
-    let hop = Hop::parse(&args.from).ok_or_else(|| {
-        Failure::bad_input(format!("--from `{}` is not [user@]host[:port]", args.from))
-    })?;
+    let hop = Hop::parse(&args.from).map_err(|e| Failure::bad_input(format!("--from {e}")))?;
     let compose_path = format!("{}/docker-compose.yml", args.dir.trim_end_matches('/'));
     let (text, user) = fetch(args, &hop, &compose_path)?;
     let node = Found::read(&text, &compose_path, &hop)?;

@@ -58,7 +58,7 @@ pub fn plan_text(plan: &Plan, inv: &Inventory, sources: &Sources, offline: bool)
     }
     let _ = writeln!(
         o,
-        "\n{} steps. Nothing was changed. Without --dry-run, each step is journaled before it changes anything.",
+        "\n{} steps. Nothing was changed. Without --dry-run, each step is journaled before it changes anything.\nFiles are replaced whole or not at all; a file that is a symbolic link is followed: the file it names takes the change, with its own mode and owner, and the link stays.",
         plan.steps.len()
     );
     o
@@ -120,7 +120,7 @@ fn step_text(o: &mut String, step: &wk_plan::plan::Step) {
             }
             Action::Lock { path } => line(
                 o,
-                format!("create {path} atomically (owner, run id, time); refuse if another run holds it"),
+                format!("create {path} atomically (owner, run id, time, process nonce); refuse if another run holds it"),
             ),
             Action::Unlock { path } => line(o, format!("remove {path} if this run holds it")),
             Action::Mkdir { .. } => {}

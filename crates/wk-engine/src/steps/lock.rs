@@ -1,6 +1,7 @@
 //! `lock`: the cluster's run lock, a file on the gateway made only if it is not there
-//! (`set -C`), naming the owner and the run. Journaled before it is taken, so a run cut right
-//! after can still release it; undone (released) only while it names the run.
+//! (`set -C`), naming the owner, the run and the process (a random nonce). Journaled before it
+//! is taken, so a run cut right after can still release it; undone (released) only while it
+//! names the run.
 
 use serde_json::json;
 use wk_remote::{shell, ExecRequest, Remote};
@@ -18,6 +19,48 @@ pub(crate) fn names_run(text: &[u8], run_id: &str) -> bool {
     String::from_utf8_lossy(text).contains(&format!("run={run_id} "))
 }
 
+/// This process's nonce: a lock that names the run but another nonce was written by another
+/// process of the same run (an earlier one that ended, or one still going on elsewhere).
+fn nonce() -> &'static str {
+    static NONCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NONCE.get_or_init(|| {
+        let mut b = [0u8; 8];
+        let _ = std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b));
+        let pid = std::process::id().to_le_bytes();
+        b.iter()
+            .chain(pid.iter())
+            .map(|x| format!("{x:02x}"))
+            .collect()
+    })
+}
+
+/// A field (`key=value`) of a lock file's text.
+fn field<'t>(text: &'t str, key: &str) -> Option<&'t str> {
+    text.split_whitespace()
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+}
+
+/// What to do with a lock that names this run: hold it (ours), take it over (written by an
+/// earlier process of this run on this machine, as this user: this process holds the run's
+/// journal, so that one has ended), or refuse (another machine or user: it may still run).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Same {
+    Ours,
+    TakeOver,
+    Elsewhere,
+}
+
+pub(crate) fn same_run(holder: &str, owner: &str, nonce: &str) -> Same {
+    if field(holder, "nonce") == Some(nonce) {
+        Same::Ours
+    } else if field(holder, "owner") == Some(owner) {
+        Same::TakeOver
+    } else {
+        Same::Elsewhere
+    }
+}
+
 impl Lock<'_> {
     async fn take<R: Remote + 'static>(&self, cx: &Cx<'_, R>) -> Result<Done, EngineError> {
         let (step, run, r, path) = (cx.step, cx.run, &cx.r, self.path);
@@ -25,13 +68,14 @@ impl Lock<'_> {
             return Ok(Done::Ok(format!("would take {path}")));
         }
         let content = format!(
-            "owner={} run={} time={}\n",
+            "owner={} run={} time={} nonce={}\n",
             run.owner,
             run.run_id,
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
-                .unwrap_or(0)
+                .unwrap_or(0),
+            nonce()
         );
         if run.force_unlock {
             r.remove(path).await.map_err(|e| step_err(step, e))?;
@@ -41,7 +85,10 @@ impl Lock<'_> {
             .map_err(|e| step_err(step, e))?;
         pause::at(step, Point::Middle).await;
         let out = r
-            .exec(ExecRequest::new(format!("set -C; cat > {}", shell::path(path))).stdin(content))
+            .exec(
+                ExecRequest::new(format!("set -C; cat > {}", shell::path(path)))
+                    .stdin(content.clone()),
+            )
             .await
             .map_err(|e| step_err(step, e))?;
         if out.success() {
@@ -54,9 +101,22 @@ impl Lock<'_> {
             .flatten()
             .map(|f| String::from_utf8_lossy(&f.content).trim().to_string())
             .unwrap_or_default();
-        // A resumed run finds its own lock.
+        // A resumed run finds its own lock: written by this process, or by an earlier one of
+        // this run here (it has ended: this process holds the run's journal), which it takes
+        // over. One written elsewhere may belong to a process still going on.
         if names_run(holder.as_bytes(), &run.run_id) {
-            return Ok(Done::Ok(format!("holds {path} (since the run began)")));
+            match same_run(&holder, &run.owner, nonce()) {
+                Same::Ours => return Ok(Done::Ok(format!("holds {path} (since the run began)"))),
+                Same::TakeOver => {
+                    r.run(ExecRequest::new(format!("cat > {}", shell::path(path))).stdin(content))
+                        .await
+                        .map_err(|e| step_err(step, e))?;
+                    return Ok(Done::Ok(format!(
+                        "holds {path} (taken over from this run's earlier process)"
+                    )));
+                }
+                Same::Elsewhere => {}
+            }
         }
         Err(EngineError::Locked {
             host: step.host.clone(),
@@ -98,5 +158,25 @@ impl<R: Remote + 'static> Kind<R> for Lock<'_> {
 
     fn release<'a>(&'a self, u: &'a Undo<'a, R>, line: &'a serde_json::Value) -> Fut<'a, usize> {
         Box::pin(self.let_go(u, line))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{same_run, Same};
+
+    #[test]
+    fn a_lock_of_this_run_is_held_taken_over_or_refused() {
+        let lock = "owner=ops@laptop run=20260101T000000Z-beef time=1 nonce=aa11";
+        assert_eq!(same_run(lock, "ops@laptop", "aa11"), Same::Ours);
+        // An earlier process of this run, here: it ended (this one holds the journal).
+        assert_eq!(same_run(lock, "ops@laptop", "bb22"), Same::TakeOver);
+        // The same run from another machine (a copied journal) may still be going on.
+        assert_eq!(same_run(lock, "ops@desk", "bb22"), Same::Elsewhere);
+        // A lock from before nonces: judged by its owner.
+        assert_eq!(
+            same_run("owner=ops@laptop run=r time=1", "ops@laptop", "bb22"),
+            Same::TakeOver
+        );
     }
 }

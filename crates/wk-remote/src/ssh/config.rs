@@ -13,6 +13,12 @@ pub struct HostConfig {
     pub port: Option<u16>,
     pub identity_files: Vec<PathBuf>,
     pub proxy_jump: Vec<String>,
+    /// `UserKnownHostsFile` (`None`: not set; empty: `none`).
+    pub user_known_hosts: Option<Vec<PathBuf>>,
+    /// `GlobalKnownHostsFile` (`None`: not set; empty: `none`).
+    pub global_known_hosts: Option<Vec<PathBuf>>,
+    /// `HostKeyAlias`: the name the host's key is looked up and recorded under.
+    pub host_key_alias: Option<String>,
 }
 
 /// Looks `host` up in `file`, or in `~/.ssh/config` when `file` is `None` (a missing default
@@ -47,6 +53,20 @@ pub fn lookup(file: Option<&Path>, host: &str) -> Result<HostConfig, String> {
             None => f.clone(),
         }
     };
+    // Fields the crate does not model come as their words (keys in lower case).
+    let words = |k: &str| {
+        p.unsupported_fields
+            .get(k)
+            .or_else(|| p.ignored_fields.get(k))
+    };
+    let files = |k: &str| {
+        words(k).map(|w| {
+            w.iter()
+                .filter(|f| !f.eq_ignore_ascii_case("none"))
+                .map(|f| expand(&PathBuf::from(f)))
+                .collect::<Vec<_>>()
+        })
+    };
     Ok(HostConfig {
         host_name: p.host_name.clone(),
         user: p.user.clone(),
@@ -63,6 +83,9 @@ pub fn lookup(file: Option<&Path>, host: &str) -> Result<HostConfig, String> {
             .into_iter()
             .filter(|j| j != "none")
             .collect(),
+        user_known_hosts: files("userknownhostsfile"),
+        global_known_hosts: files("globalknownhostsfile"),
+        host_key_alias: words("hostkeyalias").and_then(|w| w.first().cloned()),
     })
 }
 
@@ -90,5 +113,28 @@ mod tests {
         assert_eq!(other.host_name, None);
         assert_eq!(other.user.as_deref(), Some("fallback"));
         assert!(lookup(Some(&dir.join("missing")), "x").is_err());
+        assert_eq!(c.user_known_hosts, None);
+    }
+
+    #[test]
+    fn known_hosts_files_and_alias() {
+        let dir = std::env::temp_dir().join(format!("wk-sshcfg-kh-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("config");
+        std::fs::write(
+            &p,
+            "Host node2\n  UserKnownHostsFile /ops/kh_a /ops/kh_b\n  GlobalKnownHostsFile none\n  HostKeyAlias node2-key\n\nHost node3\n  UserKnownHostsFile=none\n",
+        )
+        .unwrap();
+        let c = lookup(Some(&p), "node2").unwrap();
+        assert_eq!(
+            c.user_known_hosts,
+            Some(vec![PathBuf::from("/ops/kh_a"), PathBuf::from("/ops/kh_b")])
+        );
+        assert_eq!(c.global_known_hosts, Some(vec![]));
+        assert_eq!(c.host_key_alias.as_deref(), Some("node2-key"));
+        let c = lookup(Some(&p), "node3").unwrap();
+        assert_eq!(c.user_known_hosts, Some(vec![]));
+        assert_eq!(c.host_key_alias, None);
     }
 }

@@ -24,12 +24,24 @@ pub enum Verdict {
     Unknown,
 }
 
-/// The name a host is recorded under: `host`, or `[host]:port` for another port than 22.
+/// The name a host is recorded under: `host`, or `[host]:port` for another port than 22, in
+/// lower case as OpenSSH matches and writes it (a hashed entry is the HMAC of the lower-case
+/// name: `NODE1.lab` must find `node1.lab`'s key, else accept-new would trust any key for it).
 pub fn host_entry_name(host: &str, port: u16) -> String {
+    let host = host.to_ascii_lowercase();
     if port == 22 {
-        host.to_string()
+        host
     } else {
         format!("[{host}]:{port}")
+    }
+}
+
+/// The name a host's key is looked up and recorded under: the ssh config's `HostKeyAlias` when
+/// it sets one (as OpenSSH: the alias alone, no port), else [`host_entry_name`].
+pub fn key_name(host: &str, port: u16, alias: Option<&str>) -> String {
+    match alias {
+        Some(a) => a.to_ascii_lowercase(),
+        None => host_entry_name(host, port),
     }
 }
 
@@ -135,14 +147,9 @@ fn hosts_match(patterns: &str, name: &str) -> bool {
     matched
 }
 
-/// Checks `key`, presented by `host:port`, against the given files (missing files are empty).
-pub fn verify(
-    files: &[PathBuf],
-    host: &str,
-    port: u16,
-    key: &PublicKey,
-) -> std::io::Result<Verdict> {
-    let name = host_entry_name(host, port);
+/// Checks `key`, presented by the host recorded as `name` ([`key_name`]), against the given
+/// files (missing files are empty).
+pub fn verify(files: &[PathBuf], name: &str, key: &PublicKey) -> std::io::Result<Verdict> {
     let mut changed = None;
     let mut known = false;
     for file in files {
@@ -167,7 +174,7 @@ pub fn verify(
                 }
                 Some(_) => {}
                 None => {
-                    if hosts_match(line.hosts, &name) {
+                    if hosts_match(line.hosts, name) {
                         if recorded.key_data() == key.key_data() {
                             known = true;
                         } else if changed.is_none() {
@@ -190,8 +197,7 @@ pub fn verify(
 
 /// The algorithms of the keys recorded for a host, so the client can ask the server for a key
 /// type it can verify (as OpenSSH orders HostKeyAlgorithms).
-pub fn known_algorithms(files: &[PathBuf], host: &str, port: u16) -> Vec<russh::keys::Algorithm> {
-    let name = host_entry_name(host, port);
+pub fn known_algorithms(files: &[PathBuf], name: &str) -> Vec<russh::keys::Algorithm> {
     let mut out = Vec::new();
     for file in files {
         let Ok(text) = std::fs::read_to_string(file) else {
@@ -204,7 +210,7 @@ pub fn known_algorithms(files: &[PathBuf], host: &str, port: u16) -> Vec<russh::
                 key: Some(k),
             }) = parse_line(raw)
             {
-                if hosts_match(hosts, &name) && !out.contains(&k.algorithm()) {
+                if hosts_match(hosts, name) && !out.contains(&k.algorithm()) {
                     out.push(k.algorithm());
                 }
             }
@@ -214,7 +220,7 @@ pub fn known_algorithms(files: &[PathBuf], host: &str, port: u16) -> Vec<russh::
 }
 
 /// Records a key (accept-new). Creates the file (0600) and its directory (0700) if needed.
-pub fn learn(file: &Path, host: &str, port: u16, key: &PublicKey) -> std::io::Result<()> {
+pub fn learn(file: &Path, name: &str, key: &PublicKey) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     if let Some(dir) = file.parent() {
@@ -238,7 +244,7 @@ pub fn learn(file: &Path, host: &str, port: u16, key: &PublicKey) -> std::io::Re
     let openssh = key
         .to_openssh()
         .map_err(|e| std::io::Error::other(e.to_string()))?;
-    line.push_str(&format!("{} {}\n", host_entry_name(host, port), openssh));
+    line.push_str(&format!("{name} {openssh}\n"));
     f.write_all(line.as_bytes())?;
     f.sync_all()
 }
@@ -267,19 +273,19 @@ mod tests {
         let f = file("plain", &format!("# comment\n\n[10.0.0.5]:2222\tssh-ed25519   {A} c\nhost1,10.0.0.6 ssh-ed25519 {A}\n"));
         let files = vec![f];
         assert_eq!(
-            verify(&files, "10.0.0.5", 2222, &key(A)).unwrap(),
+            verify(&files, &host_entry_name("10.0.0.5", 2222), &key(A)).unwrap(),
             Verdict::Known
         );
         assert_eq!(
-            verify(&files, "10.0.0.5", 22, &key(A)).unwrap(),
+            verify(&files, &host_entry_name("10.0.0.5", 22), &key(A)).unwrap(),
             Verdict::Unknown
         );
         assert_eq!(
-            verify(&files, "10.0.0.6", 22, &key(A)).unwrap(),
+            verify(&files, &host_entry_name("10.0.0.6", 22), &key(A)).unwrap(),
             Verdict::Known
         );
         assert!(matches!(
-            verify(&files, "host1", 22, &key(B)).unwrap(),
+            verify(&files, &host_entry_name("host1", 22), &key(B)).unwrap(),
             Verdict::Changed { line: 4, .. }
         ));
     }
@@ -296,17 +302,28 @@ mod tests {
         let entry = format!("|1|{}|{}", BASE64.encode(&salt), BASE64.encode(&mac));
         let files = vec![file("hashed", &format!("{entry} ssh-ed25519 {A}\n"))];
         assert_eq!(
-            verify(&files, "node2.lab", 2200, &key(A)).unwrap(),
+            verify(&files, &host_entry_name("node2.lab", 2200), &key(A)).unwrap(),
             Verdict::Known
         );
         assert_eq!(
-            verify(&files, "node2.lab", 22, &key(A)).unwrap(),
+            verify(&files, &host_entry_name("node2.lab", 22), &key(A)).unwrap(),
             Verdict::Unknown
         );
         assert!(matches!(
-            verify(&files, "node2.lab", 2200, &key(B)).unwrap(),
+            verify(&files, &host_entry_name("node2.lab", 2200), &key(B)).unwrap(),
             Verdict::Changed { .. }
         ));
+        // OpenSSH hashes the lower-case name: the host written in another case is the same
+        // host, and another key for it is a changed key, not an unknown host.
+        assert_eq!(
+            verify(&files, &host_entry_name("NODE2.Lab", 2200), &key(A)).unwrap(),
+            Verdict::Known
+        );
+        assert!(matches!(
+            verify(&files, &host_entry_name("Node2.LAB", 2200), &key(B)).unwrap(),
+            Verdict::Changed { .. }
+        ));
+        assert_eq!(host_entry_name("Node2.LAB", 22), "node2.lab");
     }
 
     #[test]
@@ -316,15 +333,15 @@ mod tests {
             &format!("*.lab,!bad.lab ssh-ed25519 {A}\n@revoked * ssh-ed25519 {B}\n@cert-authority *.lab ssh-ed25519 {B}\n"),
         )];
         assert_eq!(
-            verify(&files, "n1.lab", 22, &key(A)).unwrap(),
+            verify(&files, &host_entry_name("n1.lab", 22), &key(A)).unwrap(),
             Verdict::Known
         );
         assert_eq!(
-            verify(&files, "bad.lab", 22, &key(A)).unwrap(),
+            verify(&files, &host_entry_name("bad.lab", 22), &key(A)).unwrap(),
             Verdict::Unknown
         );
         assert!(matches!(
-            verify(&files, "n1.lab", 22, &key(B)).unwrap(),
+            verify(&files, &host_entry_name("n1.lab", 22), &key(B)).unwrap(),
             Verdict::Revoked { line: 2, .. }
         ));
         assert!(wildcard("n?.l*", "n1.lab"));
@@ -334,19 +351,37 @@ mod tests {
     #[test]
     fn learn_appends_and_then_knows() {
         let p = file("learn", "other ssh-ed25519 AAAA"); // no trailing newline, bad key: skipped
-        learn(&p, "10.1.1.1", 2222, &key(A)).unwrap();
+        let name = key_name("10.1.1.1", 2222, None);
+        learn(&p, &name, &key(A)).unwrap();
         let text = std::fs::read_to_string(&p).unwrap();
         assert!(
             text.ends_with(&format!("\n[10.1.1.1]:2222 ssh-ed25519 {A}\n")),
             "{text}"
         );
         assert_eq!(
-            verify(std::slice::from_ref(&p), "10.1.1.1", 2222, &key(A)).unwrap(),
+            verify(std::slice::from_ref(&p), &name, &key(A)).unwrap(),
+            Verdict::Known
+        );
+        assert_eq!(known_algorithms(&[p], &name), vec![key(A).algorithm()]);
+    }
+
+    #[test]
+    fn a_host_key_alias_is_the_name_alone() {
+        // OpenSSH's HostKeyAlias: looked up and recorded under the alias, without the port.
+        assert_eq!(key_name("10.1.1.1", 2222, Some("Node2-Key")), "node2-key");
+        let files = vec![file("alias", &format!("node2-key ssh-ed25519 {A}\n"))];
+        assert_eq!(
+            verify(
+                &files,
+                &key_name("10.1.1.1", 2222, Some("node2-key")),
+                &key(A)
+            )
+            .unwrap(),
             Verdict::Known
         );
         assert_eq!(
-            known_algorithms(&[p], "10.1.1.1", 2222),
-            vec![key(A).algorithm()]
+            verify(&files, &key_name("10.1.1.1", 2222, None), &key(A)).unwrap(),
+            Verdict::Unknown
         );
     }
 }

@@ -46,27 +46,47 @@ pub struct Hop {
 }
 
 impl Hop {
-    /// `[user@]host[:port]`.
-    pub fn parse(s: &str) -> Option<Hop> {
-        let (user, rest) = match s.split_once('@') {
-            Some((u, r)) => (Some(u.to_string()), r),
-            None => (None, s),
+    /// `[user@]host[:port]`, `[user@][v6addr]:port`, or `ssh://[user@]host[:port]`, as
+    /// OpenSSH takes them (`ProxyJump`, the command line); what is none of these is an error.
+    pub fn parse(s: &str) -> Result<Hop, String> {
+        let bad = |why: &str| format!("`{s}` is not [user@]host[:port]: {why}");
+        let uri = s.strip_prefix("ssh://");
+        let body = uri.map(|r| r.trim_end_matches('/')).unwrap_or(s);
+        let (user, rest) = match body.rsplit_once('@') {
+            Some((u, r)) if !u.is_empty() => (Some(u.to_string()), r),
+            Some(_) => return Err(bad("an empty user")),
+            None => (None, body),
+        };
+        let port_of = |p: &str| {
+            p.parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| bad(&format!("`{p}` is no port")))
         };
         let (host, port) = if let Some(r) = rest.strip_prefix('[') {
-            let (h, tail) = r.split_once(']')?;
-            (
-                h,
-                tail.strip_prefix(':')
-                    .map(|p| p.parse().ok())
-                    .unwrap_or(None),
-            )
+            let (h, tail) = r.split_once(']').ok_or_else(|| bad("no `]`"))?;
+            match tail {
+                "" => (h, None),
+                t => match t.strip_prefix(':') {
+                    Some(p) => (h, Some(port_of(p)?)),
+                    None => return Err(bad("text after `]`")),
+                },
+            }
         } else {
             match rest.rsplit_once(':') {
-                Some((h, p)) if !h.contains(':') => (h, Some(p.parse().ok()?)),
-                _ => (rest, None),
+                // An IPv6 address without brackets has no port.
+                Some((h, _)) if h.contains(':') => (rest, None),
+                Some((h, p)) => (h, Some(port_of(p)?)),
+                None => (rest, None),
             }
         };
-        (!host.is_empty()).then(|| Hop {
+        if host.is_empty() {
+            return Err(bad("no host"));
+        }
+        if host.contains(['/', ' ', '@']) {
+            return Err(bad("not a host name"));
+        }
+        Ok(Hop {
             user,
             host: host.to_string(),
             port,
@@ -158,8 +178,12 @@ struct Checker {
     name: String,
     addr: String,
     port: u16,
+    /// The name the key is recorded under (`HostKeyAlias`, or `[addr]:port`).
+    key_name: String,
     policy: HostKeyPolicy,
     files: Vec<PathBuf>,
+    /// Where accept-new records a key (`None`: no user file to write to).
+    record: Option<PathBuf>,
     refusal: Arc<Mutex<Option<RemoteError>>>,
 }
 
@@ -187,7 +211,7 @@ impl client::Handler for Checker {
             }
         };
         let fingerprint = known_hosts::fingerprint(key);
-        let verdict = match known_hosts::verify(&self.files, &self.addr, self.port, key) {
+        let verdict = match known_hosts::verify(&self.files, &self.key_name, key) {
             Ok(v) => v,
             Err(e) => {
                 return self.refuse(RemoteError::Other {
@@ -200,20 +224,25 @@ impl client::Handler for Checker {
             Verdict::Known => Ok(true),
             Verdict::Changed { file, line } => self.refuse(RemoteError::ChangedHostKey {
                 host: self.name.clone(),
-                addr: known_hosts::host_entry_name(&self.addr, self.port),
+                addr: self.key_name.clone(),
                 fingerprint,
                 file: file.display().to_string(),
                 line,
             }),
             Verdict::Revoked { file, line } => self.refuse(RemoteError::RevokedHostKey {
                 host: self.name.clone(),
-                addr: known_hosts::host_entry_name(&self.addr, self.port),
+                addr: self.key_name.clone(),
                 fingerprint,
                 file: file.display().to_string(),
                 line,
             }),
             Verdict::Unknown => {
-                let record = self.files.first().cloned().unwrap_or_default();
+                let Some(record) = self.record.clone() else {
+                    return self.refuse(RemoteError::Other {
+                        host: self.name.clone(),
+                        message: format!("host key {fingerprint} of {} is not known, and no known_hosts file may record it (the ssh config's UserKnownHostsFile is `none`, and the inventory names none); give the node `known_hosts:` in the inventory", self.key_name),
+                    });
+                };
                 match self.policy {
                     HostKeyPolicy::Strict => self.refuse(RemoteError::UnknownHostKey {
                         host: self.name.clone(),
@@ -223,7 +252,7 @@ impl client::Handler for Checker {
                         known_hosts: record.display().to_string(),
                     }),
                     HostKeyPolicy::AcceptNew => {
-                        match known_hosts::learn(&record, &self.addr, self.port, key) {
+                        match known_hosts::learn(&record, &self.key_name, key) {
                             Ok(()) => Ok(true),
                             Err(e) => self.refuse(RemoteError::Other {
                                 host: self.name.clone(),
@@ -272,6 +301,41 @@ struct Resolved {
     user: String,
     identity_files: Vec<PathBuf>,
     jump: Vec<Hop>,
+    /// The known_hosts files to read, the one accept-new writes, and the key's name in them.
+    known_hosts: Vec<PathBuf>,
+    record: Option<PathBuf>,
+    key_name: String,
+}
+
+/// The known_hosts files for a host, as OpenSSH takes them: the options' files (the inventory's
+/// first), the ssh config's `UserKnownHostsFile` in place of the default `~/.ssh/known_hosts`,
+/// then `GlobalKnownHostsFile` (default `/etc/ssh/ssh_known_hosts` and `…2`), which are read,
+/// never written. Also where accept-new records: the first file that is not a global one.
+fn known_hosts_files(
+    opts: &[PathBuf],
+    cfg: &config::HostConfig,
+) -> (Vec<PathBuf>, Option<PathBuf>) {
+    let default_user = std::env::var_os("HOME")
+        .map(|h| PathBuf::from(h).join(".ssh/known_hosts"))
+        .unwrap_or_default();
+    let mut files: Vec<PathBuf> = opts.to_vec();
+    if let Some(user) = &cfg.user_known_hosts {
+        files.retain(|f| f != &default_user);
+        files.extend(user.iter().cloned());
+    }
+    let record = files.first().cloned();
+    let global = cfg.global_known_hosts.clone().unwrap_or_else(|| {
+        vec![
+            PathBuf::from("/etc/ssh/ssh_known_hosts"),
+            PathBuf::from("/etc/ssh/ssh_known_hosts2"),
+        ]
+    });
+    for g in global {
+        if !files.contains(&g) {
+            files.push(g);
+        }
+    }
+    (files, record)
 }
 
 /// One authentication: who, where, the RSA signature hash the server takes, what was tried.
@@ -382,12 +446,22 @@ impl SshRemote {
             params
                 .proxy_jump
                 .iter()
-                .filter_map(|j| Hop::parse(j))
-                .collect()
+                .map(|j| Hop::parse(j))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| RemoteError::Other {
+                    host: self.opts.name.clone(),
+                    message: format!("the ssh config's ProxyJump for {host}: {e}"),
+                })?
         };
+        let addr = params.host_name.clone().unwrap_or_else(|| host.to_string());
+        let port = port.or(params.port).unwrap_or(22);
+        let (known_hosts, record) = known_hosts_files(&self.opts.known_hosts, &params);
         Ok(Resolved {
-            addr: params.host_name.clone().unwrap_or_else(|| host.to_string()),
-            port: port.or(params.port).unwrap_or(22),
+            key_name: known_hosts::key_name(&addr, port, params.host_key_alias.as_deref()),
+            known_hosts,
+            record,
+            addr,
+            port,
             user: user
                 .map(str::to_string)
                 .or(params.user.clone())
@@ -402,11 +476,11 @@ impl SshRemote {
         })
     }
 
-    fn client_config(&self, addr: &str, port: u16) -> Arc<client::Config> {
+    fn client_config(&self, r: &Resolved) -> Arc<client::Config> {
         let mut preferred = russh::Preferred::default();
         // Ask first for the key types known_hosts has for this host, as OpenSSH does, so a host
         // with several keys presents one we can verify.
-        let known = known_hosts::known_algorithms(&self.opts.known_hosts, addr, port);
+        let known = known_hosts::known_algorithms(&r.known_hosts, &r.key_name);
         if !known.is_empty() {
             let mut order: Vec<russh::keys::Algorithm> = known;
             for a in preferred.key.iter() {
@@ -473,11 +547,13 @@ impl SshRemote {
             name: name.clone(),
             addr: r.addr.clone(),
             port: r.port,
+            key_name: r.key_name.clone(),
             policy: self.opts.host_key_policy,
-            files: self.opts.known_hosts.clone(),
+            files: r.known_hosts.clone(),
+            record: r.record.clone(),
             refusal: refusal.clone(),
         };
-        let config = self.client_config(&r.addr, r.port);
+        let config = self.client_config(r);
         let endpoint = known_hosts::host_entry_name(&r.addr, r.port);
         let connect_err = |message: String| RemoteError::Connect {
             host: name.clone(),
@@ -709,10 +785,16 @@ impl SshRemote {
     async fn check_sudo(&self, conn: &Conn) -> Result<(), RemoteError> {
         self.sudo_checked
             .get_or_try_init(|| async {
+                // The password's copy on its way to stdin is zeroed when dropped.
                 let (cmd, stdin) = match &self.opts.sudo {
                     Sudo::None => return Ok(()),
-                    Sudo::Passwordless => ("sudo -n true".to_string(), Vec::new()),
-                    Sudo::Password(p) => ("sudo -k -S -p '' -v".to_string(), format!("{}\n", p.expose()).into_bytes()),
+                    Sudo::Passwordless => ("sudo -n true".to_string(), zeroize::Zeroizing::new(Vec::new())),
+                    Sudo::Password(p) => {
+                        let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(p.expose().len() + 1));
+                        bytes.extend_from_slice(p.expose().as_bytes());
+                        bytes.push(b'\n');
+                        ("sudo -k -S -p '' -v".to_string(), bytes)
+                    }
                 };
                 let out = self
                     .channel_exec(conn, &cmd, &stdin, Some(Duration::from_secs(30)))
@@ -892,5 +974,99 @@ impl Remote for SshRemote {
             }
         });
         Ok(Tunnel::new(local, format!("{target}:{port}"), task))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hop(user: Option<&str>, host: &str, port: Option<u16>) -> Hop {
+        Hop {
+            user: user.map(str::to_string),
+            host: host.to_string(),
+            port,
+        }
+    }
+
+    #[test]
+    fn hops_as_openssh_writes_them() {
+        assert_eq!(Hop::parse("bastion"), Ok(hop(None, "bastion", None)));
+        assert_eq!(
+            Hop::parse("ops@bastion:2200"),
+            Ok(hop(Some("ops"), "bastion", Some(2200)))
+        );
+        assert_eq!(
+            Hop::parse("ssh://ops@bastion:2200"),
+            Ok(hop(Some("ops"), "bastion", Some(2200)))
+        );
+        assert_eq!(Hop::parse("ssh://bastion/"), Ok(hop(None, "bastion", None)));
+        assert_eq!(
+            Hop::parse("[fd00::1]:2222"),
+            Ok(hop(None, "fd00::1", Some(2222)))
+        );
+        assert_eq!(Hop::parse("fd00::1"), Ok(hop(None, "fd00::1", None)));
+        // What is none of these is said, not dropped.
+        for bad in [
+            "",
+            "ops@",
+            "@bastion",
+            "bastion:",
+            "bastion:99999",
+            "bastion:x",
+            "[fd00::1",
+            "[fd00::1]x",
+            "ssh://",
+        ] {
+            let e = Hop::parse(bad).unwrap_err();
+            assert!(e.contains("is not [user@]host[:port]"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn known_hosts_files_follow_the_ssh_config() {
+        let home = PathBuf::from(std::env::var("HOME").unwrap());
+        let inv = PathBuf::from("/ops/inventory_known_hosts");
+        let user_default = home.join(".ssh/known_hosts");
+        let global = [
+            PathBuf::from("/etc/ssh/ssh_known_hosts"),
+            PathBuf::from("/etc/ssh/ssh_known_hosts2"),
+        ];
+        // Nothing in the config: the options' files, then the global ones (read only).
+        let (files, record) = known_hosts_files(
+            &[inv.clone(), user_default.clone()],
+            &config::HostConfig::default(),
+        );
+        assert_eq!(
+            files,
+            [
+                inv.clone(),
+                user_default.clone(),
+                global[0].clone(),
+                global[1].clone()
+            ]
+        );
+        assert_eq!(record.as_ref(), Some(&inv));
+        // UserKnownHostsFile replaces the default user file and records; GlobalKnownHostsFile
+        // replaces the global ones.
+        let cfg = config::HostConfig {
+            user_known_hosts: Some(vec![PathBuf::from("/ops/kh")]),
+            global_known_hosts: Some(vec![PathBuf::from("/ops/global")]),
+            ..Default::default()
+        };
+        let (files, record) = known_hosts_files(std::slice::from_ref(&user_default), &cfg);
+        assert_eq!(
+            files,
+            [PathBuf::from("/ops/kh"), PathBuf::from("/ops/global")]
+        );
+        assert_eq!(record, Some(PathBuf::from("/ops/kh")));
+        // `UserKnownHostsFile none`: nothing may record a new key.
+        let cfg = config::HostConfig {
+            user_known_hosts: Some(vec![]),
+            ..Default::default()
+        };
+        let (files, record) = known_hosts_files(std::slice::from_ref(&user_default), &cfg);
+        assert_eq!(files, global);
+        assert_eq!(record, None);
     }
 }
