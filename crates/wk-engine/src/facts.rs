@@ -195,6 +195,8 @@ pub(crate) struct Probe {
     /// Every member's build, as `/cluster/nodes` gives it: (id, `app_version`, empty for an
     /// offline member). `None` when the member was not healthy enough to ask.
     pub versions: Option<Result<Vec<(u64, String)>, String>>,
+    /// The member's own build (`/cluster/node`), when it was asked and told it.
+    pub build: Option<String>,
 }
 
 /// Asks a member (through its SSH connection, `None` when there is none) for its health and the
@@ -208,6 +210,7 @@ pub(crate) async fn probe<R: Remote>(r: Option<&R>, node: &Node) -> Probe {
         members: Err(e),
         not_ready: None,
         versions: None,
+        build: None,
     };
     let Some(r) = r else {
         return fail(None, None, format!("{}: not connected", node.name));
@@ -233,9 +236,12 @@ pub(crate) async fn probe<R: Remote>(r: Option<&R>, node: &Node) -> Probe {
         },
         _ => None,
     };
-    let versions = match &health {
-        Ok(Health::Ok) => Some(api.versions().await.map_err(|e| e.to_string())),
-        _ => None,
+    let (versions, build) = match &health {
+        Ok(Health::Ok) => (
+            Some(api.versions().await.map_err(|e| e.to_string())),
+            api.app_version().await.ok().filter(|v| !v.is_empty()),
+        ),
+        _ => (None, None),
     };
     Probe {
         node: node.clone(),
@@ -245,5 +251,6 @@ pub(crate) async fn probe<R: Remote>(r: Option<&R>, node: &Node) -> Probe {
         members,
         not_ready,
         versions,
+        build,
     }
 }

@@ -212,12 +212,20 @@ impl<R: Remote + 'static> Engine<R> {
     /// nodes must run, when there is one to hold them to; and warnings.
     fn versions_check(&self, opts: &Options, k: &mut Known) -> (Option<String>, Vec<String>) {
         let seed = k.seed.name.clone();
+        let mut early = Vec::new();
         let list = match k.probe.versions.clone() {
             // Not asked: /health already failed, and says why.
             None => return (None, Vec::new()),
+            // /cluster/nodes fails while any member it takes for online does not answer (one
+            // stopped a moment ago, for seconds): the seed's own build is what new nodes must
+            // run; the others are not compared.
             Some(Err(e)) => {
-                k.check(&seed, "versions", false, format!("the members' builds could not be read: {e}"), Some("/cluster/nodes asks every online member's API (the admin UI's node page does too): make every member's WK_CLUSTER_APIURL answer from the seed, then run again"));
-                return (None, Vec::new());
+                early.push(format!("the members' builds could not all be read ({e}); only {seed}'s is compared with the new nodes'"));
+                k.probe
+                    .build
+                    .clone()
+                    .map(|v| vec![(k.seed.id as u64, v)])
+                    .unwrap_or_default()
             }
             Some(Ok(list)) => list,
         };
@@ -238,7 +246,8 @@ impl<R: Remote + 'static> Engine<R> {
             opts.allow_version_mix || opts.resume.as_ref().is_some_and(|r| r.allow_version_mix);
         let v = version_rules(&named, allow);
         k.check(&seed, "versions", v.ok, v.detail, v.fix);
-        (v.expected, v.warnings)
+        early.extend(v.warnings);
+        (v.expected, early)
     }
 
     /// The gateway's prometheus.yml is there and parses.
