@@ -164,17 +164,21 @@ impl Lab {
             }
         }
         fs::create_dir_all("/run/sshd")?;
-        run(Command::new("ip")
-            .args(["netns", "exec", &host.netns, "/usr/sbin/sshd", "-f"])
-            .arg(host.sshd_config())
-            .arg("-E")
-            .arg(host.sshd_log()))?;
-        // sshd writes its pid file once it listens.
-        for _ in 0..100 {
-            if read_pid(&host.sshd_pid_file()).is_some() {
-                return Ok(());
+        // sshd writes its pid file once it listens; on a loaded machine that takes seconds. One
+        // that exits before (its log says why) is started once more.
+        for _attempt in 0..2 {
+            run(Command::new("ip")
+                .args(["netns", "exec", &host.netns, "/usr/sbin/sshd", "-f"])
+                .arg(host.sshd_config())
+                .arg("-E")
+                .arg(host.sshd_log()))?;
+            let t = std::time::Instant::now();
+            while t.elapsed() < std::time::Duration::from_secs(15) {
+                if read_pid(&host.sshd_pid_file()).is_some() {
+                    return Ok(());
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
             }
-            std::thread::sleep(std::time::Duration::from_millis(20));
         }
         Err(io::Error::other(format!(
             "sshd of {} did not start; see {}",
@@ -187,11 +191,26 @@ impl Lab {
     /// namespace lists): as when sshd crashes or is restarted without care, open connections
     /// drop. [`Lab::start_sshd`] brings the listener back.
     pub fn kill_sshd(&self, host: &LabHost) -> io::Result<()> {
+        let mut killed = Vec::new();
         for pid in self.pids(host) {
             let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
             if comm.trim().starts_with("sshd") {
                 kill(pid);
+                killed.push(pid);
             }
+        }
+        // Gone (or a zombie, its sockets closed) before a new listener may bind the port.
+        let alive = |pid: &u32| {
+            fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|s| {
+                    s.rsplit_once(')')
+                        .is_some_and(|(_, r)| !r.trim_start().starts_with('Z'))
+                })
+                .unwrap_or(false)
+        };
+        let t = std::time::Instant::now();
+        while killed.iter().any(alive) && t.elapsed() < std::time::Duration::from_secs(10) {
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
         let _ = fs::remove_file(host.sshd_pid_file());
         Ok(())
