@@ -200,8 +200,10 @@ pub(crate) struct Probe {
 }
 
 /// Asks a member (through its SSH connection, `None` when there is none) for its health and the
-/// cluster's members, with the `token` header when its compose file sets WK_MANAGERTOKEN.
-pub(crate) async fn probe<R: Remote>(r: Option<&R>, node: &Node) -> Probe {
+/// cluster's members, with the `token` header when its compose file sets WK_MANAGERTOKEN; with
+/// `builds`, also every member's build (a seed candidate whose cluster works: `/cluster/nodes`
+/// asks every member's API, so `status` and `rollback` do not ask it).
+pub(crate) async fn probe<R: Remote>(r: Option<&R>, node: &Node, builds: bool) -> Probe {
     let fail = |compose_text: Option<String>, token: Option<String>, e: String| Probe {
         node: node.clone(),
         compose_text,
@@ -237,7 +239,7 @@ pub(crate) async fn probe<R: Remote>(r: Option<&R>, node: &Node) -> Probe {
         _ => None,
     };
     let (versions, build) = match &health {
-        Ok(Health::Ok) => (
+        Ok(Health::Ok) if builds && not_ready.is_none() => (
             Some(api.versions().await.map_err(|e| e.to_string())),
             api.app_version().await.ok().filter(|v| !v.is_empty()),
         ),

@@ -192,7 +192,7 @@ impl<R: Remote + 'static> Engine<R> {
     /// `name (id)`, asked of the seed.
     async fn joined(&self, plan: &Plan) -> Result<Vec<String>, EngineError> {
         let seed = self.inv.seed_node();
-        let p = crate::facts::probe(Some(self.remote(&seed.name)?.as_ref()), seed).await;
+        let p = crate::facts::probe(Some(self.remote(&seed.name)?.as_ref()), seed, false).await;
         let members = p.members.map_err(|e| {
             EngineError::Host(format!(
                 "{}: cannot read the cluster's members, which tell whether a new node joined: {e}\n  fix: check that WuKongIM runs on {} and answers on its API port, then run the rollback again",

@@ -174,7 +174,7 @@ async fn members<R: Remote + 'static>(
     let mut members = Err(format!("{}: not connected", seed.name));
     let mut token = None;
     for n in std::iter::once(seed).chain(inv.wukongim_nodes().filter(|n| n.name != seed.name)) {
-        let p = crate::facts::probe(hosts.get(&n.name).map(|r| r.as_ref()), n).await;
+        let p = crate::facts::probe(hosts.get(&n.name).map(|r| r.as_ref()), n, false).await;
         let ok = p.members.is_ok();
         if ok || n.name == seed.name {
             members = p.members.map_err(|e| format!("{}: {e}", n.name));

@@ -70,7 +70,7 @@ impl<R: Remote + 'static> Engine<R> {
                 }
                 continue;
             }
-            let p = probe(self.hosts.get(&c.name).map(|r| r.as_ref()), c).await;
+            let p = probe(self.hosts.get(&c.name).map(|r| r.as_ref()), c, true).await;
             // A member: healthy, in its own member list, and (when not the inventory's seed)
             // in the same cluster as the inventory's seed.
             let usable = matches!(p.health, Ok(Health::Ok))

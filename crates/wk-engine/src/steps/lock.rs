@@ -16,7 +16,7 @@ pub(crate) struct Lock<'a> {
 
 /// Whether a lock file's text names run `run_id`.
 pub(crate) fn names_run(text: &[u8], run_id: &str) -> bool {
-    String::from_utf8_lossy(text).contains(&format!("run={run_id} "))
+    field(&String::from_utf8_lossy(text), "run") == Some(run_id)
 }
 
 /// This process's nonce: a lock that names the run but another nonce was written by another
@@ -178,5 +178,7 @@ mod tests {
             same_run("owner=ops@laptop run=r time=1", "ops@laptop", "bb22"),
             Same::TakeOver
         );
+        assert!(super::names_run(lock.as_bytes(), "20260101T000000Z-beef"));
+        assert!(!super::names_run(lock.as_bytes(), "20260101T000000Z-bee"));
     }
 }

@@ -122,9 +122,6 @@ pub struct SshOptions {
 
 impl SshOptions {
     pub fn new(name: impl Into<String>, host: impl Into<String>) -> Self {
-        let home = std::env::var_os("HOME")
-            .map(PathBuf::from)
-            .unwrap_or_default();
         SshOptions {
             name: name.into(),
             host: host.into(),
@@ -133,7 +130,7 @@ impl SshOptions {
             identity_files: Vec::new(),
             jump: Vec::new(),
             host_key_policy: HostKeyPolicy::Strict,
-            known_hosts: vec![home.join(".ssh/known_hosts")],
+            known_hosts: vec![default_known_hosts()],
             ssh_config: None,
             agent_socket: std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from),
             sudo: Sudo::None,
@@ -307,6 +304,14 @@ struct Resolved {
     key_name: String,
 }
 
+/// OpenSSH's default user known_hosts file, `~/.ssh/known_hosts`.
+fn default_known_hosts() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default()
+        .join(".ssh/known_hosts")
+}
+
 /// The known_hosts files for a host, as OpenSSH takes them: the options' files (the inventory's
 /// first), the ssh config's `UserKnownHostsFile` in place of the default `~/.ssh/known_hosts`,
 /// then `GlobalKnownHostsFile` (default `/etc/ssh/ssh_known_hosts` and `…2`), which are read,
@@ -315,9 +320,7 @@ fn known_hosts_files(
     opts: &[PathBuf],
     cfg: &config::HostConfig,
 ) -> (Vec<PathBuf>, Option<PathBuf>) {
-    let default_user = std::env::var_os("HOME")
-        .map(|h| PathBuf::from(h).join(".ssh/known_hosts"))
-        .unwrap_or_default();
+    let default_user = default_known_hosts();
     let mut files: Vec<PathBuf> = opts.to_vec();
     if let Some(user) = &cfg.user_known_hosts {
         files.retain(|f| f != &default_user);
