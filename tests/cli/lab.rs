@@ -317,6 +317,7 @@ fn expand_adds_node2_for_real() {
         .collect();
     assert_eq!(before, after, "the dry run changed something");
     assert!(!dir.join(".wkctl").exists(), "a dry run writes no journal");
+    checks_listed_are_checks_run(&dir);
 
     // The real run; a second one started while it holds the lock is refused.
     let first = Command::new(env!("CARGO_BIN_EXE_wkctl"))
@@ -560,6 +561,17 @@ fn expand_adds_node2_for_real() {
         2,
         "{table}"
     );
+    // Its columns line up on a terminal: each column starts at the same display column in
+    // every row (已加入 takes two columns a character).
+    let at = |line: &str, word: &str| {
+        use unicode_width::UnicodeWidthStr;
+        line.find(word).map(|i| line[..i].width())
+    };
+    let head = table.lines().next().unwrap();
+    for l in table.lines().skip(1) {
+        assert_eq!(at(l, "3 已加入"), at(head, "STATUS"), "{table}");
+        assert_eq!(at(l, " ok ").map(|c| c + 1), at(head, "HEALTH"), "{table}");
+    }
     let js: serde_json::Value =
         serde_json::from_slice(&wkctl(&dir, &["status", "--output", "json"]).stdout).unwrap();
     assert_eq!(
@@ -609,6 +621,60 @@ fn expand_adds_node2_for_real() {
     }
     lab.sh("node2", "cd ~/wukongim && docker compose start")
         .unwrap();
+}
+
+/// Every check the plan lists for a host is run on that host, and nothing else is: the
+/// offline plan's preflight steps against `check --output json`'s check events.
+fn checks_listed_are_checks_run(dir: &std::path::Path) {
+    use std::collections::BTreeSet;
+    let plan = wkctl(
+        dir,
+        &[
+            "expand",
+            "--add",
+            "node2",
+            "--dry-run",
+            "--offline",
+            "--output",
+            "json",
+        ],
+    );
+    assert_eq!(plan.status.code(), Some(0), "{}", text(&plan.stderr));
+    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    let mut listed = BTreeSet::new();
+    for step in plan["plan"]["steps"].as_array().unwrap() {
+        for c in step["action"]["checks"].as_array().into_iter().flatten() {
+            listed.insert((
+                step["host"].as_str().unwrap().to_string(),
+                c["id"].as_str().unwrap().to_string(),
+            ));
+        }
+    }
+    let check = wkctl(dir, &["check", "--add", "node2", "--output", "json"]);
+    let out = text(&check.stdout);
+    assert_eq!(check.status.code(), Some(0), "{out}{}", text(&check.stderr));
+    let ran: BTreeSet<(String, String)> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["event"] == "check")
+        .map(|e| {
+            (
+                e["host"].as_str().unwrap().to_string(),
+                e["id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(listed.len() > 10, "{listed:?}");
+    assert_eq!(
+        listed.difference(&ran).collect::<Vec<_>>(),
+        Vec::<&(String, String)>::new(),
+        "listed, never run"
+    );
+    assert_eq!(
+        ran.difference(&listed).collect::<Vec<_>>(),
+        Vec::<&(String, String)>::new(),
+        "run, never listed"
+    );
 }
 
 #[test]
@@ -1255,6 +1321,67 @@ fn bad_input_changes_nothing_on_any_host() {
             says: vec!["members", "the cluster has node 1002 at", "does not list"],
         },
     ];
+    // Before node2 is deployed, status never files a refused host key under "declared, not deployed", nor drops an
+    // unreachable host: each row says what stopped it.
+    for (known_hosts, says) in [
+        ("changed_known_hosts", "HOST KEY CHANGED"),
+        ("empty_known_hosts", "HOST KEY UNKNOWN"),
+    ] {
+        std::fs::write(
+            dir.join("cluster.yml"),
+            inv(&kh, &dir.join(known_hosts).display().to_string()),
+        )
+        .unwrap();
+        let st = wkctl(&dir, &["status"]);
+        let table = text(&st.stdout);
+        assert_eq!(st.status.code(), Some(1), "{table}{}", text(&st.stderr));
+        let row = table
+            .lines()
+            .find(|l| l.starts_with("node2"))
+            .unwrap_or_default();
+        assert!(
+            row.contains(says) && !row.contains("declared, not deployed"),
+            "{table}"
+        );
+        let js: serde_json::Value =
+            serde_json::from_slice(&wkctl(&dir, &["status", "--output", "json"]).stdout).unwrap();
+        let n2 = &js["nodes"][1];
+        assert_eq!(n2["status_text"], says, "{js}");
+        assert!(
+            n2["problems"][0]
+                .as_str()
+                .unwrap_or("")
+                .starts_with(&format!(
+                    "node2: {}",
+                    if says == "HOST KEY CHANGED" {
+                        says
+                    } else {
+                        "host key"
+                    }
+                )),
+            "{js}"
+        );
+    }
+    std::fs::write(
+        dir.join("cluster.yml"),
+        inv(
+            &node2_ssh,
+            &format!("ssh: {{ user: {}, port: 2222 }}", lab.host("node11").user),
+        ),
+    )
+    .unwrap();
+    let st = wkctl(&dir, &["status"]);
+    let table = text(&st.stdout);
+    assert_eq!(st.status.code(), Some(1), "{table}");
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("node2"))
+        .unwrap_or_default();
+    assert!(
+        row.contains("not a member; unreachable") && row.contains("node2: cannot connect"),
+        "{table}"
+    );
+    std::fs::write(dir.join("cluster.yml"), &good).unwrap();
     // Both hosts' files and processes, compared before and after each case.
     let both = || -> Vec<_> {
         ["node10", "node11"]
@@ -1305,6 +1432,31 @@ fn bad_input_changes_nothing_on_any_host() {
         seen += 1;
     }
     assert_eq!(seen, 21);
+
+    // node2, now a member (the last case joined it by hand), behind a changed host key: the
+    // row still says so first.
+    std::fs::write(
+        dir.join("cluster.yml"),
+        inv(&kh, &dir.join("changed_known_hosts").display().to_string()),
+    )
+    .unwrap();
+    let js: serde_json::Value =
+        serde_json::from_slice(&wkctl(&dir, &["status", "--output", "json"]).stdout).unwrap();
+    assert_eq!(
+        (
+            js["nodes"][1]["status"].as_u64(),
+            js["nodes"][1]["health"].as_str()
+        ),
+        (Some(3), Some("HOST KEY CHANGED")),
+        "{js}"
+    );
+    assert!(
+        js["nodes"][1]["problems"][0]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("node2: HOST KEY CHANGED"),
+        "{js}"
+    );
 
     // A journal cut in the middle: resume and rollback say where, and change nothing.
     std::fs::write(dir.join("cluster.yml"), &good).unwrap();

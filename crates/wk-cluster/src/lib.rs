@@ -1,7 +1,7 @@
 //! WuKongIM's HTTP API (FACTS.md: HTTP API), reached through a local tunnel port: `/health`,
 //! `/cluster/simpleNodes`, `/cluster/info`. Plain HTTP: the tunnel is the SSH connection.
 
-use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -43,7 +43,7 @@ pub enum ClusterError {
     },
 }
 
-/// The API of one node, through a local port.
+/// The API of one node, through a tunnel's local socket.
 #[derive(Debug, Clone)]
 pub struct Api {
     host: String,
@@ -58,17 +58,18 @@ struct Wrapped<T> {
 }
 
 impl Api {
-    /// `host` names the node in errors; `local` is the tunnel's port; `token` is node1's
-    /// `WK_MANAGERTOKEN`, when it has one (sent as the `token` header).
-    pub fn new(host: impl Into<String>, local: SocketAddr, token: Option<String>) -> Api {
+    /// `host` names the node in errors; `socket` is the tunnel's local socket and `target`
+    /// the `host:port` it reaches (the requests' host); `token` is node1's `WK_MANAGERTOKEN`,
+    /// when it has one (sent as the `token` header).
+    pub fn new(host: impl Into<String>, socket: &Path, target: &str, token: Option<String>) -> Api {
         let client = reqwest::Client::builder()
-            .no_proxy()
+            .unix_socket(socket)
             .timeout(Duration::from_secs(5))
             .build()
             .expect("a plain HTTP client");
         Api {
             host: host.into(),
-            base: format!("http://{local}"),
+            base: format!("http://{target}"),
             token,
             client,
         }
@@ -259,9 +260,14 @@ pub fn status_text(status: u8) -> &'static str {
 }
 
 /// Prometheus's running configuration: `data.yaml` of `/api/v1/status/config`, through a
-/// local port (`host` names the host in errors). What it scrapes now, whatever its file says.
-pub async fn prometheus_config(host: &str, local: SocketAddr) -> Result<String, ClusterError> {
-    let api = Api::new(host, local, None);
+/// tunnel's socket (`host` names the host in errors). What it scrapes now, whatever its file
+/// says.
+pub async fn prometheus_config(
+    host: &str,
+    socket: &Path,
+    target: &str,
+) -> Result<String, ClusterError> {
+    let api = Api::new(host, socket, target, None);
     let (code, body) = api.get("/api/v1/status/config").await?;
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     match v["data"]["yaml"].as_str() {

@@ -228,7 +228,7 @@ pub(crate) async fn probe<R: Remote>(r: Option<&R>, node: &Node, builds: bool) -
         Ok(t) => t,
         Err(e) => return fail(compose_text, token, e.to_string()),
     };
-    let api = Api::new(&node.name, tunnel.local, token.clone());
+    let api = Api::new(&node.name, &tunnel.socket, &tunnel.target, token.clone());
     let health = api.health().await.map_err(|e| e.to_string());
     let members = api.simple_nodes().await.map_err(|e| e.to_string());
     let not_ready = match (&health, &members) {

@@ -33,7 +33,7 @@ pub struct NodeStatus {
 }
 
 /// What the gateway runs and the cluster says, shared by every node's status.
-struct Seen {
+struct Seen<'a> {
     /// nginx.conf as the nginx container runs it (the host's file when nginx was not asked).
     nginx: String,
     /// Prometheus's running configuration (the host's file when Prometheus was not asked).
@@ -42,18 +42,34 @@ struct Seen {
     problems: Vec<String>,
     members: Result<Vec<wk_cluster::NodeInfo>, String>,
     token: Option<String>,
+    /// Why hosts could not be reached (name -> the connection's error): shown on their rows.
+    unreachable: &'a BTreeMap<String, String>,
+    /// The gateway could not be reached: nginx and Prometheus were not asked, and no node is
+    /// said to be missing from them.
+    gateway_unknown: bool,
 }
 
-/// Reads every node's state. A node the cluster does not list is "declared, not deployed".
+/// Reads every node's state, through the hosts connected (`unreachable`: the others, and
+/// why). A node the cluster does not list is "declared, not deployed" only when its host
+/// answered; a host whose key was refused says HOST KEY CHANGED wherever it is shown.
 pub async fn status<R: Remote + 'static>(
     inv: &Inventory,
     hosts: &BTreeMap<String, Arc<R>>,
+    unreachable: &BTreeMap<String, String>,
 ) -> Vec<NodeStatus> {
     let mut gw = Gateway {
         inv,
         hosts,
         problems: Vec::new(),
     };
+    let gateway = &inv.gateway_node().name;
+    let gateway_unknown = unreachable.contains_key(gateway);
+    if let Some(e) = unreachable.get(gateway) {
+        gw.problems.push(format!(
+            "nginx and Prometheus on {gateway} were not asked: {}",
+            refusal(e).unwrap_or("its host cannot be reached")
+        ));
+    }
     let nginx = gw.nginx().await;
     let prom = gw.prometheus().await;
     let problems = gw.problems;
@@ -64,6 +80,8 @@ pub async fn status<R: Remote + 'static>(
         problems,
         members,
         token,
+        unreachable,
+        gateway_unknown,
     };
     let mut out = Vec::new();
     for n in inv.wukongim_nodes() {
@@ -150,7 +168,7 @@ impl<R: Remote + 'static> Gateway<'_, R> {
         let url = &inv.gateway.prometheus_url;
         let (h, p) = crate::text::url_host_port(url);
         let running = match r.tunnel(&h, p).await {
-            Ok(t) => wk_cluster::prometheus_config(&gw.name, t.local)
+            Ok(t) => wk_cluster::prometheus_config(&gw.name, &t.socket, &t.target)
                 .await
                 .map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
@@ -212,11 +230,11 @@ async fn health<R: Remote + 'static>(
         return "-".to_string();
     }
     let Some(r) = hosts.get(&n.name) else {
-        problems.push("no SSH connection".into());
+        // Its row carries the connection's error.
         return "unknown".into();
     };
     let answer = match r.tunnel(&n.internal_address, PORT_API).await {
-        Ok(t) => Api::new(&n.name, t.local, token)
+        Ok(t) => Api::new(&n.name, &t.socket, &t.target, token)
             .health()
             .await
             .map_err(|e| e.to_string()),
@@ -238,7 +256,7 @@ async fn health<R: Remote + 'static>(
 async fn node_status<R: Remote + 'static>(
     n: &Node,
     hosts: &BTreeMap<String, Arc<R>>,
-    seen: &Seen,
+    seen: &Seen<'_>,
 ) -> NodeStatus {
     let member = seen
         .members
@@ -247,6 +265,10 @@ async fn node_status<R: Remote + 'static>(
         .and_then(|m| m.iter().find(|c| c.id == n.id as u64))
         .cloned();
     let mut problems = seen.problems.clone();
+    let unreachable = seen.unreachable.get(&n.name);
+    if let Some(e) = unreachable {
+        problems.insert(0, e.clone());
+    }
     if let Err(e) = &seen.members {
         problems.push(format!("cannot read the cluster's members: {e}"));
     }
@@ -295,10 +317,10 @@ async fn node_status<R: Remote + 'static>(
             ));
         }
         let clustered = seen.members.as_ref().map(|m| m.len() > 1).unwrap_or(false);
-        if clustered && !in_nginx {
+        if clustered && !in_nginx && !seen.gateway_unknown {
             problems.push("not in the load balancer's nginx.conf".into());
         }
-        if !in_prometheus {
+        if !in_prometheus && !seen.gateway_unknown {
             problems.push("no Prometheus job".into());
         }
     }
@@ -308,15 +330,84 @@ async fn node_status<R: Remote + 'static>(
         cluster_addr: member.as_ref().map(|m| m.cluster_addr.clone()),
         online: member.as_ref().is_some_and(|m| m.online == 1),
         status: member.as_ref().map(|m| m.status).unwrap_or(0),
-        status_text: member
-            .as_ref()
-            .map(|m| wk_cluster::status_text(m.status).to_string())
-            .unwrap_or_else(|| "declared, not deployed".into()),
+        status_text: match (&member, unreachable) {
+            (Some(m), _) => wk_cluster::status_text(m.status).to_string(),
+            (None, Some(e)) => refusal(e)
+                .unwrap_or("not a member; unreachable")
+                .to_string(),
+            (None, None) => "declared, not deployed".into(),
+        },
         slots: member.as_ref().map(|m| m.slot_count).unwrap_or(0),
-        health,
+        health: match unreachable.and_then(|e| refusal(e)) {
+            Some(r) => r.to_string(),
+            None => health,
+        },
         image_tag,
         in_nginx,
         in_prometheus,
         problems,
+    }
+}
+
+/// The host-key refusal a connection's error is, in the words a table shows: never to be
+/// mistaken for a host that is merely down or not deployed yet.
+fn refusal(error: &str) -> Option<&'static str> {
+    if error.contains("HOST KEY CHANGED") {
+        Some("HOST KEY CHANGED")
+    } else if error.contains("is marked @revoked") {
+        Some("HOST KEY REVOKED")
+    } else if error.contains("is not known; wkctl refuses") {
+        Some("HOST KEY UNKNOWN")
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use wk_remote::RemoteError;
+
+    /// The table's words for a refused host key come from the connection's own errors.
+    #[test]
+    fn host_key_refusals_are_told_apart_from_a_host_that_is_down() {
+        let changed = RemoteError::ChangedHostKey {
+            host: "node2".into(),
+            addr: "10.251.0.12".into(),
+            fingerprint: "SHA256:x".into(),
+            file: "known_hosts".into(),
+            line: 2,
+        };
+        let revoked = RemoteError::RevokedHostKey {
+            host: "node2".into(),
+            addr: "10.251.0.12".into(),
+            fingerprint: "SHA256:x".into(),
+            file: "known_hosts".into(),
+            line: 2,
+        };
+        let unknown = RemoteError::UnknownHostKey {
+            host: "node2".into(),
+            addr: "10.251.0.12".into(),
+            port: 22,
+            fingerprint: "SHA256:x".into(),
+            known_hosts: "known_hosts".into(),
+        };
+        let down = RemoteError::Connect {
+            host: "node2".into(),
+            addr: "10.251.0.12:22".into(),
+            message: "connection refused".into(),
+        };
+        assert_eq!(
+            super::refusal(&changed.to_string()),
+            Some("HOST KEY CHANGED")
+        );
+        assert_eq!(
+            super::refusal(&revoked.to_string()),
+            Some("HOST KEY REVOKED")
+        );
+        assert_eq!(
+            super::refusal(&unknown.to_string()),
+            Some("HOST KEY UNKNOWN")
+        );
+        assert_eq!(super::refusal(&down.to_string()), None);
     }
 }

@@ -749,6 +749,11 @@ impl Builder<'_> {
                 "edits",
                 "every file wkctl edits here (compose environment, nginx.conf upstreams, prometheus.yml) can be edited without touching anything else; the edits are tried on the files as they are".into(),
             );
+        } else {
+            c.add(
+                "edits",
+                "every file wkctl writes here renders from its template, tried before anything changes (a file already there is backed up first)".into(),
+            );
         }
         if host.name == self.seed.name {
             self.seed_checks(host, &mut c);

@@ -6,7 +6,7 @@
 //! travels. Errors carry the host; callers add the step.
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 pub mod local;
@@ -47,8 +47,13 @@ pub enum Sudo {
     Password(Secret),
 }
 
+/// How long a command may run when its request does not say: every file operation, `ps`,
+/// `nginx -t`, a reload or a log read ends well inside it; compose calls and image pulls ask
+/// for more. No command waits for ever.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// A command to run on a host.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ExecRequest {
     /// A `sh` command line.
     pub command: String,
@@ -60,8 +65,21 @@ pub struct ExecRequest {
     /// docker compose up -d`): sudo is checked first, and in password mode the password goes first
     /// on stdin. Nothing else changes in the command line.
     pub sudo_inside: bool,
-    /// Give up (and kill the command) after this long; `None` waits as long as it runs.
-    pub timeout: Option<Duration>,
+    /// Give up (and end the command on the host) after this long, counted from the moment
+    /// the channel is asked for; [`DEFAULT_TIMEOUT`] unless set.
+    pub timeout: Duration,
+}
+
+impl Default for ExecRequest {
+    fn default() -> Self {
+        ExecRequest {
+            command: String::new(),
+            stdin: Vec::new(),
+            sudo: false,
+            sudo_inside: false,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
 }
 
 impl ExecRequest {
@@ -84,7 +102,7 @@ impl ExecRequest {
         self
     }
     pub fn timeout(mut self, t: Duration) -> Self {
-        self.timeout = Some(t);
+        self.timeout = t;
         self
     }
 }
@@ -127,31 +145,94 @@ pub struct Stat {
     pub size: u64,
 }
 
-/// A local port that reaches `target` on the far side of the host's connection.
+/// A local socket that reaches `target` on the far side of the host's connection. It is a Unix
+/// socket in a directory of its own that only this user can enter (0700): no other local user
+/// can use the host's connection through it, as any could through a port on 127.0.0.1. The
+/// socket and its directory go when the tunnel is dropped.
 #[derive(Debug)]
 pub struct Tunnel {
-    pub local: SocketAddr,
+    /// Where to connect (an HTTP client sends its requests here, `target` as their host).
+    pub socket: PathBuf,
+    /// `host:port` as seen from the far side (IPv6 in brackets), fit for a URL's authority.
     pub target: String,
+    dir: PathBuf,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Tunnel {
-    pub(crate) fn new(
-        local: SocketAddr,
-        target: String,
-        task: tokio::task::JoinHandle<()>,
-    ) -> Self {
-        Tunnel {
-            local,
-            target,
-            task,
-        }
+    /// A listener in a fresh private directory, for a tunnel of host `name` to `host:port`;
+    /// `serve` is given the listener and returns the task that forwards its connections.
+    pub(crate) fn open(
+        name: &str,
+        host: &str,
+        port: u16,
+        serve: impl FnOnce(tokio::net::UnixListener) -> tokio::task::JoinHandle<()>,
+    ) -> Result<Tunnel, RemoteError> {
+        use std::os::unix::fs::DirBuilderExt;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let err = |what: &str, e: std::io::Error| RemoteError::Other {
+            host: name.to_string(),
+            message: format!(
+                "cannot open a local socket for the tunnel to {host}:{port} ({what}): {e}"
+            ),
+        };
+        let mut salt = [0u8; 6];
+        std::io::Read::read_exact(
+            &mut std::fs::File::open("/dev/urandom").map_err(|e| err("/dev/urandom", e))?,
+            &mut salt,
+        )
+        .map_err(|e| err("/dev/urandom", e))?;
+        let salt: String = salt.iter().map(|b| format!("{b:02x}")).collect();
+        let leaf = format!(
+            "wkctl-{}-{}-{salt}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        // A socket's path must fit in sun_path (108 bytes): a long TMPDIR falls back to /tmp.
+        let base = std::env::temp_dir();
+        let base = if base.as_os_str().len() + leaf.len() > 90 {
+            PathBuf::from("/tmp")
+        } else {
+            base
+        };
+        let dir = base.join(leaf);
+        // mkdir fails on anything already there (a planted link or directory): never reused.
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| err(&dir.display().to_string(), e))?;
+        let socket = dir.join("s");
+        let listener = match tokio::net::UnixListener::bind(&socket) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = std::fs::remove_dir(&dir);
+                return Err(err(&socket.display().to_string(), e));
+            }
+        };
+        Ok(Tunnel {
+            socket,
+            target: authority(host, port),
+            dir,
+            task: serve(listener),
+        })
+    }
+}
+
+/// `host:port`, an IPv6 address in brackets.
+pub fn authority(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
     }
 }
 
 impl Drop for Tunnel {
     fn drop(&mut self) {
         self.task.abort();
+        let _ = std::fs::remove_file(&self.socket);
+        let _ = std::fs::remove_dir(&self.dir);
     }
 }
 
@@ -226,7 +307,7 @@ pub trait Remote: Send + Sync {
         req: ExecRequest,
     ) -> impl Future<Output = Result<ExecOutput, RemoteError>> + Send;
 
-    /// Opens a local port that reaches `host:port` as seen from this host.
+    /// Opens a local socket that reaches `host:port` as seen from this host (see [`Tunnel`]).
     fn tunnel(
         &self,
         host: &str,

@@ -106,46 +106,38 @@ impl Remote for LocalRemote {
                 signal: status.signal().map(|s| s.to_string()),
             })
         };
-        match req.timeout {
-            None => work.await,
-            Some(t) => match tokio::time::timeout(t, work).await {
-                Ok(r) => r,
-                Err(_) => {
-                    if let Some(pgid) = pgid {
-                        let _ = std::process::Command::new("kill")
-                            .args(["-KILL", "--", &format!("-{pgid}")])
-                            .status();
-                    }
-                    Err(RemoteError::Timeout {
-                        host: self.name.clone(),
-                        command: shell::first_line(&req.command).to_string(),
-                        secs: t.as_secs(),
-                    })
+        let t = req.timeout;
+        match tokio::time::timeout(t, work).await {
+            Ok(r) => r,
+            Err(_) => {
+                if let Some(pgid) = pgid {
+                    let _ = std::process::Command::new("kill")
+                        .args(["-KILL", "--", &format!("-{pgid}")])
+                        .status();
                 }
-            },
+                Err(RemoteError::Timeout {
+                    host: self.name.clone(),
+                    command: shell::first_line(&req.command).to_string(),
+                    secs: t.as_secs(),
+                })
+            }
         }
     }
 
     async fn tunnel(&self, host: &str, port: u16) -> Result<Tunnel, RemoteError> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| RemoteError::Other {
-                host: self.name.clone(),
-                message: format!("cannot open a local port for the tunnel: {e}"),
-            })?;
-        let local = listener.local_addr().expect("bound");
-        let target = format!("{host}:{port}");
-        let t = target.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let t = t.clone();
-                tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&t).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-            }
-        });
-        Ok(Tunnel::new(local, target, task))
+        let target = crate::authority(host, port);
+        Tunnel::open(&self.name, host, port, move |listener| {
+            tokio::spawn(async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    let t = target.clone();
+                    tokio::spawn(async move {
+                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(&t).await {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                }
+            })
+        })
     }
 }

@@ -265,8 +265,25 @@ async fn local_exec_status_stderr_stdin_and_timeout() {
     );
 }
 
+/// No request waits for ever: one that names no timeout gets the default, and every remote
+/// operation is an exec request.
+#[test]
+fn every_request_has_a_timeout() {
+    assert_eq!(ExecRequest::new("true").timeout, wk_remote::DEFAULT_TIMEOUT);
+    assert_eq!(ExecRequest::default().timeout, wk_remote::DEFAULT_TIMEOUT);
+    assert_eq!(
+        ExecRequest::new("true")
+            .timeout(Duration::from_secs(600))
+            .timeout,
+        Duration::from_secs(600)
+    );
+}
+
+/// A tunnel's local end is a Unix socket in a directory only its user can enter (no port on
+/// 127.0.0.1 that any local user could use), and goes with the tunnel.
 #[tokio::test]
 async fn local_tunnel_reaches_a_local_port() {
+    use std::os::unix::fs::MetadataExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {
@@ -275,10 +292,92 @@ async fn local_tunnel_reaches_a_local_port() {
     });
     let r = LocalRemote::new("local", scratch("local-tunnel")).unwrap();
     let t = r.tunnel("127.0.0.1", port).await.unwrap();
-    let mut c = tokio::net::TcpStream::connect(t.local).await.unwrap();
+    assert_eq!(t.target, format!("127.0.0.1:{port}"));
+    let dir = t.socket.parent().unwrap().to_path_buf();
+    let meta = std::fs::symlink_metadata(&dir).unwrap();
+    assert!(meta.is_dir());
+    assert_eq!(meta.mode() & 0o777, 0o700, "{}", dir.display());
+    assert_eq!(meta.uid(), std::fs::metadata("/proc/self").unwrap().uid());
+    let mut c = tokio::net::UnixStream::connect(&t.socket).await.unwrap();
     let mut buf = String::new();
     c.read_to_string(&mut buf).await.unwrap();
     assert_eq!(buf, "hello");
+    drop(t);
+    assert!(!dir.exists(), "{} outlived its tunnel", dir.display());
+}
+
+/// An SSH server on loopback that finishes the key exchange, then never answers a request to
+/// authenticate (a stuck PAM or directory lookup): the connection is given up within its
+/// timeout, saying so, instead of holding the run for ever.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_that_never_answers_authentication_is_given_up_on() {
+    struct Stall;
+    impl russh::server::Handler for Stall {
+        type Error = russh::Error;
+        async fn auth_none(&mut self, _: &str) -> Result<russh::server::Auth, Self::Error> {
+            std::future::pending().await
+        }
+        async fn auth_publickey_offered(
+            &mut self,
+            _: &str,
+            _: russh::server::PublicKeyOffer<'_>,
+        ) -> Result<russh::server::Auth, Self::Error> {
+            std::future::pending().await
+        }
+        async fn auth_password(
+            &mut self,
+            _: &str,
+            _: &str,
+        ) -> Result<russh::server::Auth, Self::Error> {
+            std::future::pending().await
+        }
+    }
+    let dir = scratch("stalled-auth");
+    for k in ["host", "user"] {
+        let st = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(dir.join(k))
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    let host_key = russh::keys::load_secret_key(dir.join("host"), None).unwrap();
+    let config = Arc::new(russh::server::Config {
+        keys: vec![host_key],
+        ..Default::default()
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        let (s, _) = listener.accept().await.unwrap();
+        let session = russh::server::run_stream(config, s, Stall).await.unwrap();
+        let _ = session.await;
+    });
+    let public = std::fs::read_to_string(dir.join("host.pub")).unwrap();
+    let public: Vec<&str> = public.split_whitespace().take(2).collect();
+    std::fs::write(
+        dir.join("known_hosts"),
+        format!("[127.0.0.1]:{port} {} {}\n", public[0], public[1]),
+    )
+    .unwrap();
+    let mut o = SshOptions::new("stalled", "127.0.0.1");
+    o.port = Some(port);
+    o.user = Some("ops".into());
+    o.identity_files = vec![dir.join("user")];
+    o.known_hosts = vec![dir.join("known_hosts")];
+    std::fs::write(dir.join("config"), "").unwrap();
+    o.ssh_config = Some(dir.join("config"));
+    o.agent_socket = None;
+    o.connect_timeout = Duration::from_secs(2);
+    let t = std::time::Instant::now();
+    let err = connect(o).await.unwrap_err().to_string();
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    assert!(
+        err.starts_with("stalled: cannot connect to ")
+            && err.contains("did not answer during authentication within 2 s"),
+        "{err}"
+    );
+    server.abort();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -948,10 +1047,26 @@ async fn tunnel_reaches_a_port_on_the_far_side() {
     let r = connect(opts(&lab, "node1")).await.unwrap();
     // node2's sshd, as seen from node1: the laptop needs no route of its own.
     let t = r.tunnel(&lab.host("node2").ip, 22).await.unwrap();
-    let mut c = tokio::net::TcpStream::connect(t.local).await.unwrap();
+    let mut c = tokio::net::UnixStream::connect(&t.socket).await.unwrap();
     let mut banner = [0u8; 8];
     c.read_exact(&mut banner).await.unwrap();
     assert_eq!(&banner, b"SSH-2.0-");
+    // Another local user cannot use this connection through the tunnel (the tests run as
+    // root, whom the directory's mode does not stop: `nobody` tries).
+    let as_nobody = |path: &Path| {
+        std::process::Command::new("runuser")
+            .args(["-u", "nobody", "--", "python3", "-c"])
+            .arg("import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); print(s.recv(8))")
+            .arg(path)
+            .output()
+            .unwrap()
+    };
+    let tried = as_nobody(&t.socket);
+    let said = String::from_utf8_lossy(&tried.stderr);
+    assert!(
+        !tried.status.success() && said.contains("PermissionError"),
+        "nobody reached the tunnel: {said}"
+    );
 }
 
 /// node3 is this test's alone: its sshd log counts only our connections.
@@ -978,7 +1093,7 @@ async fn exactly_one_tcp_connection_per_host_per_run() {
     }
     let t = r.tunnel(&h.ip, 22).await.unwrap();
     for _ in 0..3 {
-        let mut c = tokio::net::TcpStream::connect(t.local).await.unwrap();
+        let mut c = tokio::net::UnixStream::connect(&t.socket).await.unwrap();
         let mut b = [0u8; 4];
         c.read_exact(&mut b).await.unwrap();
     }

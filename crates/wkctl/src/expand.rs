@@ -202,8 +202,8 @@ pub fn status(cli: &Cli, out: &mut dyn Write) -> Result<(), Failure> {
     let quiet: Arc<dyn wk_engine::Reporter> = Arc::new(output::Quiet);
     let rt = crate::runtime()?;
     let rows = rt.block_on(async {
-        let (hosts, _) = connect(&inventory, quiet.as_ref()).await?;
-        let rows = wk_engine::status::status(&inventory, &hosts).await;
+        let (hosts, unreachable) = connect(&inventory, quiet.as_ref()).await?;
+        let rows = wk_engine::status::status(&inventory, &hosts, &unreachable).await;
         for h in hosts.values() {
             h.close().await;
         }
@@ -278,10 +278,11 @@ pub fn runs(
                 let v: Vec<_> = runs.iter().map(|(id, cmd, t, st)| serde_json::json!({"id": id, "command": cmd, "started": t, "state": st})).collect();
                 text = serde_json::to_string_pretty(&v).unwrap_or_default() + "\n";
             } else {
-                text.push_str(&format!("{:<24} {:<26} {}\n", "RUN", "STATE", "COMMAND"));
+                let mut t = output::Table::new(&["RUN", "STATE", "COMMAND"], &[]);
                 for (id, cmd, _, st) in &runs {
-                    text.push_str(&format!("{id:<24} {st:<26} {cmd}\n"));
+                    t.row(vec![id.clone(), st.clone(), cmd.clone()]);
                 }
+                text = t.render();
             }
         }
         Some(crate::cli::RunsCommand::Show { id }) => {

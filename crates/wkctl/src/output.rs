@@ -492,22 +492,81 @@ impl wk_engine::Reporter for Quiet {
     fn event(&self, _: &wk_engine::Event) {}
 }
 
-/// `wkctl status` as a table.
+/// A table whose columns line up on a terminal: widths are display widths (将加入 takes six
+/// columns, not three), each column as wide as its widest cell; the last is not padded.
+pub struct Table {
+    rows: Vec<Vec<String>>,
+    /// Columns aligned right (numbers).
+    right: Vec<usize>,
+}
+
+impl Table {
+    pub fn new(header: &[&str], right: &[usize]) -> Table {
+        Table {
+            rows: vec![header.iter().map(|h| h.to_string()).collect()],
+            right: right.to_vec(),
+        }
+    }
+
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    pub fn render(&self) -> String {
+        use unicode_width::UnicodeWidthStr;
+        let cols = self.rows.iter().map(Vec::len).max().unwrap_or(0);
+        let widths: Vec<usize> = (0..cols)
+            .map(|c| {
+                self.rows
+                    .iter()
+                    .filter_map(|r| r.get(c))
+                    .map(|s| s.width())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let mut o = String::new();
+        for r in &self.rows {
+            let mut line = String::new();
+            for (c, cell) in r.iter().enumerate() {
+                let pad = " ".repeat(widths[c].saturating_sub(cell.width()));
+                if c > 0 {
+                    line.push_str("  ");
+                }
+                if self.right.contains(&c) {
+                    line.push_str(&pad);
+                    line.push_str(cell);
+                } else {
+                    line.push_str(cell);
+                    if c + 1 < r.len() {
+                        line.push_str(&pad);
+                    }
+                }
+            }
+            o.push_str(line.trim_end());
+            o.push('\n');
+        }
+        o
+    }
+}
+
+/// `wkctl status`'s table: a row per node, what is wrong with it last.
 pub fn status_table(rows: &[wk_engine::status::NodeStatus]) -> String {
-    let mut o = String::new();
-    let _ = writeln!(
-        o,
-        "{:<8} {:<5} {:<22} {:<7} {:<24} {:>5}  {:<10} {:<7} {:<6} {:<10} PROBLEMS",
-        "NAME",
-        "ID",
-        "CLUSTER ADDR",
-        "ONLINE",
-        "STATUS",
-        "SLOTS",
-        "HEALTH",
-        "IMAGE",
-        "NGINX",
-        "PROMETHEUS"
+    let mut t = Table::new(
+        &[
+            "NAME",
+            "ID",
+            "CLUSTER ADDR",
+            "ONLINE",
+            "STATUS",
+            "SLOTS",
+            "HEALTH",
+            "IMAGE",
+            "NGINX",
+            "PROMETHEUS",
+            "PROBLEMS",
+        ],
+        &[5],
     );
     let yn = |b: bool| if b { "yes" } else { "no" };
     for r in rows {
@@ -516,27 +575,25 @@ pub fn status_table(rows: &[wk_engine::status::NodeStatus]) -> String {
         } else {
             format!("{} {}", r.status, r.status_text)
         };
-        let _ = writeln!(
-            o,
-            "{:<8} {:<5} {:<22} {:<7} {:<24} {:>5}  {:<10} {:<7} {:<6} {:<10} {}",
-            r.name,
-            r.id,
-            r.cluster_addr.as_deref().unwrap_or("-"),
-            if r.status == 0 { "-" } else { yn(r.online) },
+        t.row(vec![
+            r.name.clone(),
+            r.id.to_string(),
+            r.cluster_addr.clone().unwrap_or_else(|| "-".into()),
+            (if r.status == 0 { "-" } else { yn(r.online) }).to_string(),
             status,
-            r.slots,
-            r.health,
-            r.image_tag.as_deref().unwrap_or("-"),
-            yn(r.in_nginx),
-            yn(r.in_prometheus),
+            r.slots.to_string(),
+            r.health.clone(),
+            r.image_tag.clone().unwrap_or_else(|| "-".into()),
+            yn(r.in_nginx).to_string(),
+            yn(r.in_prometheus).to_string(),
             if r.problems.is_empty() {
                 "-".to_string()
             } else {
                 r.problems.join("; ")
-            }
-        );
+            },
+        ]);
     }
-    o
+    t.render()
 }
 
 /// wkctl's peak resident memory (VmHWM), in kB; 0 where /proc does not tell.

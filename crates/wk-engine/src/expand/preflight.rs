@@ -651,6 +651,8 @@ fn reach_row(k: &mut Known, from: &Node, id: &str, bad: &[String], ok: String, f
 fn new_node_checks(opts: &Options, scope: &Scope, k: &mut Known) {
     let seed = k.seed.clone();
     let gateway = &scope.gateway;
+    // The ids of the nodes that still have to join, and those of them the cluster has.
+    let (mut free, mut taken) = (Vec::new(), Vec::new());
     for a in &scope.added {
         let st = k.states[&a.name].clone();
         if k.already.contains(&a.name) {
@@ -712,15 +714,9 @@ fn new_node_checks(opts: &Options, scope: &Scope, k: &mut Known) {
                 "open port 11110 between the nodes (the seed document's port table leaves it out)",
             ),
         );
+        free.push(a.id.to_string());
         if let Some(c) = k.cluster.iter().find(|c| c.id == a.id as u64) {
-            let taken = format!("id {} is already taken by {} in the cluster; a join with it would silently replace that node", a.id, c.cluster_addr);
-            k.check(
-                &seed.name,
-                "ids-free",
-                false,
-                taken,
-                Some("give the new node an unused id in the inventory"),
-            );
+            taken.push(format!("id {} is already taken by {} in the cluster; a join with it would silently replace that node", a.id, c.cluster_addr));
         }
         let key = host_port(&a.internal_address, PORT_API);
         let r = k.states[&gateway.name]
@@ -736,6 +732,23 @@ fn new_node_checks(opts: &Options, scope: &Scope, k: &mut Known) {
             Some("open port 5001 from the gateway to the new node"),
         );
     }
+    let members = k.cluster.len();
+    k.check(
+        &seed.name,
+        "ids-free",
+        taken.is_empty(),
+        if !taken.is_empty() {
+            taken.join("; ")
+        } else if free.is_empty() {
+            "no node of this run still has to join: every one is a member already".into()
+        } else {
+            format!(
+                "no member of the cluster ({members}) has id {}",
+                free.join(" or ")
+            )
+        },
+        Some("give the new node an unused id in the inventory"),
+    );
 }
 
 #[cfg(test)]

@@ -15,14 +15,14 @@ impl<R: Remote + 'static> Cx<'_, R> {
         self.step.action.commands().first().is_some_and(|c| c.sudo)
     }
 
-    /// Runs a plan command (10 minutes at most); fails unless it succeeds.
+    /// Runs a plan command ([`super::COMPOSE_TIMEOUT`] at most); fails unless it succeeds.
     pub async fn exec(&self, command: &wk_plan::plan::Command) -> Result<String, EngineError> {
         let out = self
             .r
             .exec(
                 ExecRequest::new(command.run.clone())
                     .sudo_inside(command.sudo)
-                    .timeout(Duration::from_secs(600)),
+                    .timeout(super::COMPOSE_TIMEOUT),
             )
             .await
             .map_err(|e| step_err(self.step, e))?;

@@ -210,7 +210,7 @@ impl ComposeUp<'_> {
         let mut last: String;
         loop {
             match cx.r.tunnel(&node.internal_address, PORT_API).await {
-                Ok(tn) => match Api::new(&step.host, tn.local, cx.run.token.clone())
+                Ok(tn) => match Api::new(&step.host, &tn.socket, &tn.target, cx.run.token.clone())
                     .not_ready(node.id as u64)
                     .await
                 {

@@ -18,6 +18,10 @@ use crate::error::{other_err, EngineError};
 use crate::events::Event;
 use crate::journal::Journal;
 
+/// How long a compose call that starts, stops or recreates services may take (stop timeouts,
+/// health checks, a slow daemon); every other remote command has wk-remote's default.
+pub(crate) const COMPOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
 mod command;
 pub(crate) mod compose;
 mod compose_env;
@@ -442,7 +446,11 @@ impl<R: Remote + 'static> Undo<'_, R> {
         let sudo = self.e.sudo_mode(host) != wk_plan::inventory::SudoMode::None;
         self.e
             .remote(host)?
-            .run(wk_remote::ExecRequest::new(cmd).sudo_inside(sudo))
+            .run(
+                wk_remote::ExecRequest::new(cmd)
+                    .sudo_inside(sudo)
+                    .timeout(COMPOSE_TIMEOUT),
+            )
             .await
             .map_err(crate::error::host_err)?;
         Ok(())

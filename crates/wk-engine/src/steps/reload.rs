@@ -68,7 +68,8 @@ async fn prometheus_loaded<R: Remote + 'static>(
     let mut last = String::new();
     while t.elapsed() < Duration::from_secs(10) {
         match cx.r.tunnel(&h, p).await {
-            Ok(tn) => match wk_cluster::prometheus_config(&step.host, tn.local).await {
+            Ok(tn) => match wk_cluster::prometheus_config(&step.host, &tn.socket, &tn.target).await
+            {
                 Ok(y) => {
                     let have = wk_cluster::prometheus_job_names(&y);
                     missing = want.iter().filter(|j| !have.contains(j)).cloned().collect();

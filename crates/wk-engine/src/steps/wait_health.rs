@@ -41,9 +41,14 @@ impl<R: Remote + 'static> Kind<R> for WaitHealth<'_> {
             while t.elapsed() < Duration::from_secs(timeout_secs) {
                 let answer = match cx.r.tunnel(&h, p).await {
                     Ok(tunnel) => Some(
-                        Api::new(&step.host, tunnel.local, cx.run.token.clone())
-                            .health()
-                            .await,
+                        Api::new(
+                            &step.host,
+                            &tunnel.socket,
+                            &tunnel.target,
+                            cx.run.token.clone(),
+                        )
+                        .health()
+                        .await,
                     ),
                     Err(_) => None,
                 };

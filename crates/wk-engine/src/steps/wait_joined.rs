@@ -66,7 +66,7 @@ impl WaitJoined {
                     m.apis.push((
                         n.name.clone(),
                         n.id as u64,
-                        Api::new(&n.name, t.local, cx.run.token.clone()),
+                        Api::new(&n.name, &t.socket, &t.target, cx.run.token.clone()),
                     ));
                     m._tunnels.push(t);
                 }

@@ -348,9 +348,38 @@ struct Auth<'a> {
     name: &'a str,
     rsa_hash: Option<russh::keys::HashAlg>,
     tried: Vec<String>,
+    /// How long one round trip of authentication may take (the connect timeout).
+    limit: Duration,
 }
 
 impl Auth<'_> {
+    /// One round trip of authentication, bounded: a server that takes the connection and then
+    /// never answers (a stuck PAM or directory lookup) would otherwise hold the run for ever.
+    /// Prompts for a passphrase or password happen between round trips, never inside one.
+    async fn bounded<T>(
+        &self,
+        fut: impl std::future::Future<Output = T>,
+    ) -> Result<T, RemoteError> {
+        tokio::time::timeout(self.limit, fut)
+            .await
+            .map_err(|_| RemoteError::Connect {
+                host: self.name.to_string(),
+                addr: self.addr.to_string(),
+                message: format!(
+                    "the server did not answer during authentication within {} s; check that sshd on the host works (`ssh -v` shows where it stops), then run again",
+                    self.limit.as_secs()
+                ),
+            })
+    }
+
+    /// A bounded round trip whose error is russh's.
+    async fn ask<T>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, russh::Error>>,
+    ) -> Result<T, RemoteError> {
+        self.bounded(fut).await?.map_err(|e| self.err(e))
+    }
+
     fn err(&self, e: russh::Error) -> RemoteError {
         RemoteError::Connect {
             host: self.name.to_string(),
@@ -605,15 +634,12 @@ impl SshRemote {
             name,
             rsa_hash: None,
             tried: Vec::new(),
+            limit: self.opts.connect_timeout,
         };
-        a.rsa_hash = h
-            .best_supported_rsa_hash()
-            .await
-            .map_err(|e| a.err(e))?
-            .flatten();
+        a.rsa_hash = a.ask(h.best_supported_rsa_hash()).await?.flatten();
         // The agent's keys, the identity files (asking for a passphrase when one is encrypted),
         // keyboard-interactive and the password (answered by the prompter), in that order.
-        if self.by_agent(h, &mut a).await
+        if self.by_agent(h, &mut a).await?
             || self.by_files(h, r, &mut a).await?
             || self.by_keyboard(h, &mut a).await?
             || self.by_password(h, &mut a).await?
@@ -629,28 +655,33 @@ impl SshRemote {
         })
     }
 
-    async fn by_agent(&self, h: &mut Handle<Checker>, a: &mut Auth<'_>) -> bool {
+    /// The agent's keys; an agent that does not work (or does not answer) is passed over.
+    async fn by_agent(
+        &self,
+        h: &mut Handle<Checker>,
+        a: &mut Auth<'_>,
+    ) -> Result<bool, RemoteError> {
         let Some(sock) = &self.opts.agent_socket else {
-            return false;
+            return Ok(false);
         };
-        let Ok(mut agent) = AgentClient::connect_uds(sock).await else {
-            return false;
+        let Ok(Ok(mut agent)) = a.bounded(AgentClient::connect_uds(sock)).await else {
+            return Ok(false);
         };
-        let Ok(ids) = agent.request_identities().await else {
-            return false;
+        let Ok(Ok(ids)) = a.bounded(agent.request_identities()).await else {
+            return Ok(false);
         };
         for id in ids {
             let key = id.public_key().into_owned();
             a.tried.push("agent key".to_string());
             let hash = a.hash_for(key.algorithm());
-            if let Ok(AuthResult::Success) = h
-                .authenticate_publickey_with(a.user, key, hash, &mut agent)
-                .await
-            {
-                return true;
+            let answer = a
+                .bounded(h.authenticate_publickey_with(a.user, key, hash, &mut agent))
+                .await?;
+            if let Ok(AuthResult::Success) = answer {
+                return Ok(true);
             }
         }
-        false
+        Ok(false)
     }
 
     async fn by_files(
@@ -678,11 +709,7 @@ impl SshRemote {
             a.tried.push(file.display().to_string());
             let hash = a.hash_for(key.algorithm());
             let key = PrivateKeyWithHashAlg::new(Arc::new(key), hash);
-            if let AuthResult::Success = h
-                .authenticate_publickey(a.user, key)
-                .await
-                .map_err(|e| a.err(e))?
-            {
+            if let AuthResult::Success = a.ask(h.authenticate_publickey(a.user, key)).await? {
                 return Ok(true);
             }
         }
@@ -722,10 +749,9 @@ impl SshRemote {
         h: &mut Handle<Checker>,
         a: &mut Auth<'_>,
     ) -> Result<bool, RemoteError> {
-        let mut resp = h
-            .authenticate_keyboard_interactive_start(a.user, None::<String>)
-            .await
-            .map_err(|e| a.err(e))?;
+        let mut resp = a
+            .ask(h.authenticate_keyboard_interactive_start(a.user, None::<String>))
+            .await?;
         let mut asked = false;
         loop {
             match resp {
@@ -745,12 +771,11 @@ impl SshRemote {
                     let declined = answers.is_none();
                     let answers =
                         answers.unwrap_or_else(|| ps.iter().map(|_| Secret::default()).collect());
-                    resp = h
-                        .authenticate_keyboard_interactive_respond(
+                    resp = a
+                        .ask(h.authenticate_keyboard_interactive_respond(
                             answers.iter().map(|a| a.expose().to_string()).collect(),
-                        )
-                        .await
-                        .map_err(|e| a.err(e))?;
+                        ))
+                        .await?;
                     if declined {
                         if let KeyboardInteractiveAuthResponse::Success = resp {
                             return Ok(true);
@@ -776,9 +801,7 @@ impl SshRemote {
         };
         a.tried.push("password".into());
         Ok(matches!(
-            h.authenticate_password(a.user, pw.expose())
-                .await
-                .map_err(|e| a.err(e))?,
+            a.ask(h.authenticate_password(a.user, pw.expose())).await?,
             AuthResult::Success
         ))
     }
@@ -800,7 +823,7 @@ impl SshRemote {
                     }
                 };
                 let out = self
-                    .channel_exec(conn, &cmd, &stdin, Some(Duration::from_secs(30)))
+                    .channel_exec(conn, &cmd, &stdin, Duration::from_secs(30))
                     .await?;
                 if out.success() {
                     Ok(())
@@ -824,23 +847,34 @@ impl SshRemote {
         conn: &Conn,
         command: &str,
         stdin: &[u8],
-        timeout: Option<Duration>,
+        timeout: Duration,
     ) -> Result<ExecOutput, RemoteError> {
         let host = self.opts.name.clone();
         let lost = |what: &str| RemoteError::Disconnected {
             host: host.clone(),
             context: format!(" while running `{}` ({what})", shell::first_line(command)),
         };
+        let timed_out = || RemoteError::Timeout {
+            host: host.clone(),
+            command: shell::first_line(command).to_string(),
+            secs: timeout.as_secs(),
+        };
         self.commands.fetch_add(1, Ordering::SeqCst);
-        let channel = conn
-            .handle
-            .channel_open_session()
+        // One deadline for all of it: a server that never opens the channel or never starts
+        // the command fails the same way as a command that never ends.
+        let deadline = tokio::time::Instant::now() + timeout;
+        let channel = tokio::time::timeout_at(deadline, conn.handle.channel_open_session())
             .await
+            .map_err(|_| timed_out())?
             .map_err(|_| lost("opening a channel"))?;
-        channel
-            .exec(true, command)
-            .await
-            .map_err(|_| lost("starting it"))?;
+        match tokio::time::timeout_at(deadline, channel.exec(true, command)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(lost("starting it")),
+            Err(_) => {
+                let _ = channel.close().await;
+                return Err(timed_out());
+            }
+        }
         let (mut read, write) = channel.split();
         let write = Arc::new(write);
         let input = stdin.to_vec();
@@ -872,36 +906,29 @@ impl SshRemote {
             }
             out
         };
-        let out = match timeout {
-            None => collect.await,
-            Some(t) => match tokio::time::timeout(t, collect).await {
-                Ok(o) => o,
-                Err(_) => {
-                    writer.abort();
-                    // Closing the channel would leave the command running on the host (no
-                    // terminal, no hang-up). sshd passes a channel's signal to the command's
-                    // process group (sudo relays it to what it runs): TERM, then KILL, and the
-                    // channel's end is awaited so nothing of it outlives the error.
-                    for (sig, grace) in [(russh::Sig::TERM, 3), (russh::Sig::KILL, 2)] {
-                        if write.signal(sig).await.is_err() {
-                            break;
-                        }
-                        let ended = async { while read.wait().await.is_some() {} };
-                        if tokio::time::timeout(Duration::from_secs(grace), ended)
-                            .await
-                            .is_ok()
-                        {
-                            break;
-                        }
+        let out = match tokio::time::timeout_at(deadline, collect).await {
+            Ok(o) => o,
+            Err(_) => {
+                writer.abort();
+                // Closing the channel would leave the command running on the host (no
+                // terminal, no hang-up). sshd passes a channel's signal to the command's
+                // process group (sudo relays it to what it runs): TERM, then KILL, and the
+                // channel's end is awaited so nothing of it outlives the error.
+                for (sig, grace) in [(russh::Sig::TERM, 3), (russh::Sig::KILL, 2)] {
+                    if write.signal(sig).await.is_err() {
+                        break;
                     }
-                    let _ = write.close().await;
-                    return Err(RemoteError::Timeout {
-                        host,
-                        command: shell::first_line(command).to_string(),
-                        secs: t.as_secs(),
-                    });
+                    let ended = async { while read.wait().await.is_some() {} };
+                    if tokio::time::timeout(Duration::from_secs(grace), ended)
+                        .await
+                        .is_ok()
+                    {
+                        break;
+                    }
                 }
-            },
+                let _ = write.close().await;
+                return Err(timed_out());
+            }
         };
         // Keep the write half until the end, so the channel is not closed under the reader.
         let _write = writer.await;
@@ -945,38 +972,28 @@ impl Remote for SshRemote {
 
     async fn tunnel(&self, host: &str, port: u16) -> Result<Tunnel, RemoteError> {
         let conn = self.current().await?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| RemoteError::Other {
-                host: self.opts.name.clone(),
-                message: format!("cannot open a local port for the tunnel: {e}"),
-            })?;
-        let local = listener.local_addr().expect("bound");
         let target = host.to_string();
-        let t = target.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((mut inbound, peer)) = listener.accept().await {
-                let conn = conn.clone();
-                let t = t.clone();
-                tokio::spawn(async move {
-                    let Ok(ch) = conn
-                        .handle
-                        .channel_open_direct_tcpip(
-                            t,
-                            port as u32,
-                            peer.ip().to_string(),
-                            peer.port() as u32,
-                        )
-                        .await
-                    else {
-                        return;
-                    };
-                    let mut stream = ch.into_stream();
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut stream).await;
-                });
-            }
-        });
-        Ok(Tunnel::new(local, format!("{target}:{port}"), task))
+        Tunnel::open(&self.opts.name, host, port, move |listener| {
+            tokio::spawn(async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    let conn = conn.clone();
+                    let t = target.clone();
+                    tokio::spawn(async move {
+                        // The originator is this machine's end of the connection: a Unix
+                        // socket has no address, and sshd needs none to forward.
+                        let Ok(ch) = conn
+                            .handle
+                            .channel_open_direct_tcpip(t, port as u32, "127.0.0.1", 0)
+                            .await
+                        else {
+                            return;
+                        };
+                        let mut stream = ch.into_stream();
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut stream).await;
+                    });
+                }
+            })
+        })
     }
 }
 
