@@ -1044,8 +1044,40 @@ fn rollback_to_the_bytes_and_resume_after_a_kill() {
         text(&dry.stdout)
     );
     assert!(lab.sh("node9", "test -d ~/wukongim").is_ok());
-    // ... and the rollback puts every byte back and leaves node9 clean.
-    let rb = wkctl(&dir, &["rollback"]);
+    rollback_refuses_another_lock_and_drift(&lab, &dir);
+    // ... and the rollback puts every byte back and leaves node9 clean, holding the cluster's
+    // lock while it works (paused once it holds it: the lock names the run, as a rollback).
+    let pause = dir.join("rollback.pause");
+    std::fs::write(&pause, "").unwrap();
+    let paused = Command::new(env!("CARGO_BIN_EXE_wkctl"))
+        .arg("rollback")
+        .current_dir(&dir)
+        .env("WKCTL_TEST_PAUSE", "rollback:start")
+        .env("WKCTL_TEST_PAUSE_FILE", &pause)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while std::fs::read_to_string(&pause)
+        .unwrap_or_default()
+        .is_empty()
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the rollback never paused"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let lock = lab.sh("node8", "cat ~/wukongim/.wkctl.lock").unwrap();
+    assert!(lock.contains(" op=rollback "), "{lock}");
+    let beside = wkctl(
+        &dir,
+        &["expand", "--add", "node2", "--playbook", "quick.yml"],
+    );
+    assert_eq!(beside.status.code(), Some(4), "{}", text(&beside.stderr));
+    std::fs::remove_file(&pause).unwrap();
+    let rb = paused.wait_with_output().unwrap();
     assert_eq!(
         rb.status.code(),
         Some(0),
@@ -1185,6 +1217,38 @@ fn rollback_to_the_bytes_and_resume_after_a_kill() {
         "{}",
         text(&refused.stderr)
     );
+}
+
+/// A failed run's rollback, refused while another run holds the cluster's lock (exit 4) and
+/// while a file the run wrote has changed since (exit 2, naming it): nothing changes on node8,
+/// and the refused rollback leaves no lock of its own behind.
+fn rollback_refuses_another_lock_and_drift(lab: &Lab, dir: &std::path::Path) {
+    let files = || {
+        lab.sh("node8", "cd ~/wukongim && sha256sum docker-compose.yml prometheus.yml nginx.conf 2>/dev/null; cat .wkctl.lock 2>/dev/null; true").unwrap()
+    };
+    let as_left = files();
+    lab.sh("node8", "cd ~/wukongim && { cp -p .wkctl.lock ~/lock.keep 2>/dev/null || rm -f ~/lock.keep; } && printf 'owner=ops@desk run=20260101T000000Z-beef op=expand time=0 nonce=ff\n' > .wkctl.lock").unwrap();
+    let locked = wkctl(dir, &["rollback"]);
+    let err = text(&locked.stderr);
+    assert_eq!(locked.status.code(), Some(4), "{err}");
+    assert!(
+        err.contains("locked by another run") && err.contains("--force-unlock"),
+        "{err}"
+    );
+    lab.sh("node8", "cd ~/wukongim && if [ -f ~/lock.keep ]; then mv ~/lock.keep .wkctl.lock; else rm -f .wkctl.lock; fi").unwrap();
+    assert_eq!(files(), as_left, "the refused rollback changed node8");
+    lab.sh("node8", "cd ~/wukongim && cp -p docker-compose.yml ~/compose.keep && echo '# by hand' >> docker-compose.yml").unwrap();
+    let edited = files();
+    let drift = wkctl(dir, &["rollback"]);
+    let err = text(&drift.stderr);
+    assert_eq!(drift.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("node1: ~/wukongim/docker-compose.yml") && err.contains("rollback --force"),
+        "{err}"
+    );
+    assert_eq!(files(), edited, "the refused rollback changed node8");
+    lab.sh("node8", "mv ~/compose.keep ~/wukongim/docker-compose.yml")
+        .unwrap();
 }
 
 /// The bad-input matrix on the lab: node10 runs the single node, node11 is to be added. Each case:

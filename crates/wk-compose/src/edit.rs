@@ -303,10 +303,20 @@ pub(crate) fn keeping_endings(
     edit: impl FnOnce(&str) -> Result<String, EditError>,
 ) -> Result<String, EditError> {
     let lines = text.matches('\n').count();
-    if lines == 0 || text.matches("\r\n").count() != lines {
-        return edit(text);
+    let new = if lines == 0 || text.matches("\r\n").count() != lines {
+        edit(text)?
+    } else {
+        edit(&text.replace("\r\n", "\n"))?.replace('\n', "\r\n")
+    };
+    // A file without a final newline keeps that lack, whatever was added at its end.
+    if text.is_empty() || text.ends_with('\n') {
+        return Ok(new);
     }
-    Ok(edit(&text.replace("\r\n", "\n"))?.replace('\n', "\r\n"))
+    let end = new
+        .strip_suffix("\r\n")
+        .or_else(|| new.strip_suffix('\n'))
+        .unwrap_or(&new);
+    Ok(end.to_string())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -462,7 +472,8 @@ fn set_env_line(
         let line = raw[j].clone();
         if list {
             let at = lines[j].indent + 2;
-            let item = &lines[j].code[2..];
+            // A bare `-` (an empty item) is no entry of ours.
+            let item = lines[j].code.get(2..).unwrap_or("");
             let unq = match parse(item) {
                 Ok(y) => y.scalar().unwrap_or_default(),
                 Err(_) => continue,
@@ -488,7 +499,10 @@ fn env_line_like(last: &Line, list: bool, k: &str, v: &str) -> String {
     if list {
         format!(
             "{ind}- {}",
-            render(&format!("{k}={v}"), quote_of(&last.code[2..]))
+            render(
+                &format!("{k}={v}"),
+                quote_of(last.code.get(2..).unwrap_or(""))
+            )
         )
     } else {
         let q = key_of(&last.code)

@@ -96,10 +96,12 @@ macro_rules! cases {
 
 cases!(
     singlenode_env,
+    env_empty_item,
     map_env_wukongim1,
     add_nginx,
     replace_nginx,
     prometheus_add,
+    prometheus_no_final_newline,
     prometheus_by_hand,
     prometheus_grow,
     refuse_flow_env,

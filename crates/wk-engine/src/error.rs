@@ -16,7 +16,7 @@ pub enum EngineError {
     /// Preflight found problems; nothing changed.
     #[error("preflight failed on {failed} check(s); nothing was changed. Fix them and run again")]
     Preflight { failed: usize },
-    #[error("{host}: the cluster is locked by another run ({holder}) in {path}. Wait for it to finish; if it died, `wkctl expand --force-unlock` removes the lock; nothing was changed")]
+    #[error("{host}: the cluster is locked by another run ({holder}) in {path}. Wait for it to finish; if it died, run again with --force-unlock (expand, resume and rollback take it) to remove the lock; nothing was changed")]
     Locked {
         host: String,
         path: String,

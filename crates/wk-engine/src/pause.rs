@@ -48,9 +48,15 @@ fn target() -> Option<&'static (String, PathBuf)> {
 
 /// Waits here while the pause file exists, if this is the chosen point (once per process).
 pub(crate) async fn at(step: &Step, point: Point) {
+    named(&step.id, point).await
+}
+
+/// As [`at`], for a point that is not a step's: `rollback:start`, once the rollback holds
+/// the cluster's lock and before it undoes anything.
+pub(crate) async fn named(name: &str, point: Point) {
     static DONE: AtomicBool = AtomicBool::new(false);
     let Some((at, file)) = target() else { return };
-    if *at != format!("{}:{}", step.id, point.name()) || DONE.swap(true, Ordering::SeqCst) {
+    if *at != format!("{name}:{}", point.name()) || DONE.swap(true, Ordering::SeqCst) {
         return;
     }
     if std::fs::write(file, at).is_err() {

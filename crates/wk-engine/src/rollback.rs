@@ -23,6 +23,10 @@ pub struct RollbackOptions {
     pub after_join: bool,
     /// Restore files even where they changed since the run wrote them.
     pub force: bool,
+    /// Remove a lock another run left (it died) before taking the lock for this rollback.
+    pub force_unlock: bool,
+    /// `user@machine`, written into the lock.
+    pub owner: String,
 }
 
 impl<R: Remote + 'static> Engine<R> {
@@ -46,15 +50,8 @@ impl<R: Remote + 'static> Engine<R> {
                 "{names} joined the cluster during run {run_id}. WuKongIM v2 cannot remove a member (it has no removal API): a rollback would stop it while the cluster still counts it, and its slots' quorums would miss it.\n  fix: keep the node (run `wkctl resume {run_id}` to finish the run), or add --after-join: the files and services on every host go back, and the cluster keeps {names} in its member list, offline"
             )));
         }
-        self.not_locked_by_another(&run_id).await?;
-        if !opts.force {
-            self.no_drift(&lines, &run_id).await?;
-        }
-        let journal = if opts.dry_run {
-            None
-        } else {
-            Some(Journal::open(dir).map_err(other_err)?)
-        };
+        let (journal, lock) = self.hold(dir, &lines, &run_id, opts).await?;
+        crate::pause::named("rollback", crate::pause::Point::Start).await;
         let u = Undo {
             e: self,
             dir,
@@ -106,19 +103,70 @@ impl<R: Remote + 'static> Engine<R> {
         for host in &restored {
             compose_up::restart_restored(&u, host).await?;
         }
-        // The run's lock, last.
+        // The run's lock, last (the one the rollback took, if the run had released its own).
         for l in of_type(&lines, "lock") {
             undone += journaled::<R>(&plan, l)?.release(&u, l).await?;
+        }
+        if !opts.dry_run {
+            let gw = self.remote(&self.inv.gateway_node().name)?;
+            crate::steps::release_lock(gw.as_ref(), &lock, &run_id).await?;
         }
         u.log(json!({"type": "run_rolled_back", "undone": undone}))?;
         Ok(undone)
     }
 
-    /// Refuses while another run holds the cluster's lock: a rollback beside a running expand
-    /// would undo under its feet.
+    /// The journal first (no other process of this machine may undo or resume the run
+    /// meanwhile), then the cluster's lock (no other machine's run may change what this one
+    /// puts back), then the files' drift, checked under the lock: a refusal gives the lock
+    /// back as it was. A dry run only looks at the lock.
+    async fn hold(
+        &self,
+        dir: &Path,
+        lines: &[Value],
+        run_id: &str,
+        opts: &RollbackOptions,
+    ) -> Result<(Option<Journal>, String), EngineError> {
+        let journal = if opts.dry_run {
+            None
+        } else {
+            Some(Journal::open(dir).map_err(other_err)?)
+        };
+        let lock = self.lock_path();
+        let gw = self.remote(&self.inv.gateway_node().name)?;
+        let held = if opts.dry_run {
+            self.not_locked_by_another(run_id).await?;
+            None
+        } else {
+            if opts.force_unlock {
+                gw.remove(&lock).await.map_err(crate::error::host_err)?;
+            }
+            Some(
+                crate::steps::take_lock(gw.as_ref(), &lock, &opts.owner, run_id, "rollback")
+                    .await?,
+            )
+        };
+        if !opts.force {
+            if let Err(e) = self.no_drift(lines, run_id).await {
+                if let Some(held) = held {
+                    crate::steps::give_back_lock(gw.as_ref(), &lock, run_id, held).await?;
+                }
+                return Err(e);
+            }
+        }
+        Ok((journal, lock))
+    }
+
+    /// The cluster's run lock, on the gateway.
+    fn lock_path(&self) -> String {
+        let gw = self.inv.gateway_node();
+        format!("{}/.wkctl.lock", gw.install_dir.trim_end_matches('/'))
+    }
+
+    /// A dry run's look at the lock: refused while another run holds it, as the rollback
+    /// itself would be.
     async fn not_locked_by_another(&self, run_id: &str) -> Result<(), EngineError> {
         let gw = self.inv.gateway_node();
-        let path = format!("{}/.wkctl.lock", gw.install_dir.trim_end_matches('/'));
+        let path = self.lock_path();
         let held = self
             .remote(&gw.name)?
             .read_file(&path)

@@ -232,6 +232,9 @@ pub struct ResumeArgs {
     /// node starts on another build than the members. WuKongIM wants one build on every node.
     #[arg(long)]
     pub allow_version_mix: bool,
+    /// Remove a lock left by another run that died (check first that no other run is going on).
+    #[arg(long)]
+    pub force_unlock: bool,
     #[arg(long, default_value_t = 8, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub parallel: u16,
 }
@@ -250,4 +253,7 @@ pub struct RollbackArgs {
     /// run): those changes are lost.
     #[arg(long)]
     pub force: bool,
+    /// Remove a lock left by another run that died (check first that no other run is going on).
+    #[arg(long)]
+    pub force_unlock: bool,
 }

@@ -95,13 +95,7 @@ fn engine_run(
         cancel: Some(cancel.clone()),
         runs_dir,
         command: std::env::args().collect::<Vec<_>>().join(" "),
-        owner: format!(
-            "{}@{}",
-            std::env::var("USER").unwrap_or_else(|_| "unknown".into()),
-            std::fs::read_to_string("/etc/hostname")
-                .map(|h| h.trim().to_string())
-                .unwrap_or_else(|_| "unknown".into())
-        ),
+        owner: owner(),
     };
     let rt = crate::runtime()?;
     rt.block_on(async {
@@ -367,7 +361,7 @@ pub fn resume(cli: &Cli, args: &crate::cli::ResumeArgs) -> Result<(), Failure> {
         add,
         Flags {
             dry_run: false,
-            force_unlock: false,
+            force_unlock: args.force_unlock,
             check_only: false,
             // As the run was started, or told now.
             allow_version_mix: args.allow_version_mix || state.allow_version_mix,
@@ -402,6 +396,8 @@ pub fn rollback(cli: &Cli, args: &crate::cli::RollbackArgs) -> Result<(), Failur
                     dry_run: args.dry_run,
                     after_join: args.after_join,
                     force: args.force,
+                    force_unlock: args.force_unlock,
+                    owner: owner(),
                 },
             )
             .await;
@@ -476,4 +472,15 @@ async fn connect(
     )
     .await
     .map_err(engine_failure)
+}
+
+/// `user@machine`: who holds a lock this process takes.
+fn owner() -> String {
+    format!(
+        "{}@{}",
+        std::env::var("USER").unwrap_or_else(|_| "unknown".into()),
+        std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "unknown".into())
+    )
 }

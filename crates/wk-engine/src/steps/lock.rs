@@ -61,22 +61,110 @@ pub(crate) fn same_run(holder: &str, owner: &str, nonce: &str) -> Same {
     }
 }
 
+/// How [`take`] came to hold the lock.
+pub(crate) enum Held {
+    Took,
+    /// This process wrote it earlier.
+    Already,
+    /// An earlier process of the same run, here, wrote it (what it said).
+    TakenOver(String),
+}
+
+/// Takes the cluster's lock at `path` for run `run_id` (`op` says what the run does: expand,
+/// rollback): made only if absent, or held already by this run (see [`same_run`]); otherwise
+/// refused with what the lock says.
+pub(crate) async fn take<R: Remote + 'static>(
+    r: &R,
+    path: &str,
+    owner: &str,
+    run_id: &str,
+    op: &str,
+) -> Result<Held, EngineError> {
+    let content = format!(
+        "owner={owner} run={run_id} op={op} time={} nonce={}\n",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        nonce()
+    );
+    let out = r
+        .exec(
+            ExecRequest::new(format!("set -C; cat > {}", shell::path(path))).stdin(content.clone()),
+        )
+        .await
+        .map_err(host_err)?;
+    if out.success() {
+        return Ok(Held::Took);
+    }
+    let holder = r
+        .read_file(path)
+        .await
+        .ok()
+        .flatten()
+        .map(|f| String::from_utf8_lossy(&f.content).trim().to_string())
+        .unwrap_or_default();
+    // A resumed run finds its own lock: written by this process, or by an earlier one of
+    // this run here (it has ended: this process holds the run's journal), which it takes
+    // over. One written elsewhere may belong to a process still going on.
+    if names_run(holder.as_bytes(), run_id) {
+        match same_run(&holder, owner, nonce()) {
+            Same::Ours => return Ok(Held::Already),
+            Same::TakeOver => {
+                r.run(ExecRequest::new(format!("cat > {}", shell::path(path))).stdin(content))
+                    .await
+                    .map_err(host_err)?;
+                return Ok(Held::TakenOver(holder));
+            }
+            Same::Elsewhere => {}
+        }
+    }
+    Err(EngineError::Locked {
+        host: r.name().to_string(),
+        path: path.to_string(),
+        holder,
+    })
+}
+
+/// Puts the lock back as it was before [`take`] (a run that took it and then refused to go on
+/// changes nothing).
+pub(crate) async fn give_back<R: Remote + 'static>(
+    r: &R,
+    path: &str,
+    run_id: &str,
+    held: Held,
+) -> Result<(), EngineError> {
+    match held {
+        Held::Already => Ok(()),
+        Held::Took => release(r, path, run_id).await.map(|_| ()),
+        Held::TakenOver(before) => r
+            .run(ExecRequest::new(format!("cat > {}", shell::path(path))).stdin(before + "\n"))
+            .await
+            .map(|_| ())
+            .map_err(host_err),
+    }
+}
+
+/// Removes the lock at `path` if it names run `run_id`; whether it did.
+pub(crate) async fn release<R: Remote + 'static>(
+    r: &R,
+    path: &str,
+    run_id: &str,
+) -> Result<bool, EngineError> {
+    let held = r.read_file(path).await.map_err(host_err)?;
+    if !held.is_some_and(|f| names_run(&f.content, run_id)) {
+        return Ok(false);
+    }
+    r.remove(path).await.map_err(host_err)?;
+    Ok(true)
+}
+
 impl Lock<'_> {
     async fn take<R: Remote + 'static>(&self, cx: &Cx<'_, R>) -> Result<Done, EngineError> {
         let (step, run, r, path) = (cx.step, cx.run, &cx.r, self.path);
         if run.dry {
             return Ok(Done::Ok(format!("would take {path}")));
         }
-        let content = format!(
-            "owner={} run={} time={} nonce={}\n",
-            run.owner,
-            run.run_id,
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
-            nonce()
-        );
         if run.force_unlock {
             r.remove(path).await.map_err(|e| step_err(step, e))?;
         }
@@ -84,45 +172,19 @@ impl Lock<'_> {
             .await
             .map_err(|e| step_err(step, e))?;
         pause::at(step, Point::Middle).await;
-        let out = r
-            .exec(
-                ExecRequest::new(format!("set -C; cat > {}", shell::path(path)))
-                    .stdin(content.clone()),
-            )
+        let held = take(r.as_ref(), path, &run.owner, &run.run_id, "expand")
             .await
-            .map_err(|e| step_err(step, e))?;
-        if out.success() {
-            return Ok(Done::Ok(format!("took {path} (released at the end)")));
-        }
-        let holder = r
-            .read_file(path)
-            .await
-            .ok()
-            .flatten()
-            .map(|f| String::from_utf8_lossy(&f.content).trim().to_string())
-            .unwrap_or_default();
-        // A resumed run finds its own lock: written by this process, or by an earlier one of
-        // this run here (it has ended: this process holds the run's journal), which it takes
-        // over. One written elsewhere may belong to a process still going on.
-        if names_run(holder.as_bytes(), &run.run_id) {
-            match same_run(&holder, &run.owner, nonce()) {
-                Same::Ours => return Ok(Done::Ok(format!("holds {path} (since the run began)"))),
-                Same::TakeOver => {
-                    r.run(ExecRequest::new(format!("cat > {}", shell::path(path))).stdin(content))
-                        .await
-                        .map_err(|e| step_err(step, e))?;
-                    return Ok(Done::Ok(format!(
-                        "holds {path} (taken over from this run's earlier process)"
-                    )));
-                }
-                Same::Elsewhere => {}
+            .map_err(|e| match e {
+                EngineError::Locked { .. } => e,
+                other => step_err(step, other),
+            })?;
+        Ok(Done::Ok(match held {
+            Held::Took => format!("took {path} (released at the end)"),
+            Held::Already => format!("holds {path} (since the run began)"),
+            Held::TakenOver(_) => {
+                format!("holds {path} (taken over from this run's earlier process)")
             }
-        }
-        Err(EngineError::Locked {
-            host: step.host.clone(),
-            path: path.to_string(),
-            holder,
-        })
+        }))
     }
 
     /// Releases the lock of a `lock` line, last in a rollback, while it names the run.
@@ -134,17 +196,17 @@ impl Lock<'_> {
         let host = line["host"].as_str().unwrap_or("");
         let path = line["path"].as_str().unwrap_or("");
         let r = u.e.remote(host)?;
-        let held = r.read_file(path).await.map_err(host_err)?;
-        if !held.is_some_and(|f| names_run(&f.content, u.run_id)) {
-            return Ok(0);
-        }
         if u.dry {
-            u.would(host, format!("would have released {path}"));
+            let held = r.read_file(path).await.map_err(host_err)?;
+            if held.is_some_and(|f| names_run(&f.content, u.run_id)) {
+                u.would(host, format!("would have released {path}"));
+            }
             return Ok(0);
         }
-        r.remove(path).await.map_err(host_err)?;
-        u.log(json!({"type": "undone", "host": host, "path": path}))?;
-        u.done(host, format!("released {path}"));
+        if release(r.as_ref(), path, u.run_id).await? {
+            u.log(json!({"type": "undone", "host": host, "path": path}))?;
+            u.done(host, format!("released {path}"));
+        }
         Ok(0)
     }
 }

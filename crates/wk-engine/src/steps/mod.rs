@@ -29,7 +29,9 @@ mod compose_service;
 pub(crate) mod compose_up;
 mod file;
 mod lock;
-pub(crate) use lock::names_run;
+pub(crate) use lock::{
+    give_back as give_back_lock, names_run, release as release_lock, take as take_lock,
+};
 mod mkdir;
 mod nginx_conf;
 mod preflight;
