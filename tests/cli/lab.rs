@@ -88,6 +88,7 @@ fn start_until_prepared(
         .args(args)
         .current_dir(dir)
         .env_remove("SSH_AUTH_SOCK")
+        .env("WKCTL_YES", "1")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -247,13 +248,46 @@ fn inventory_of(lab: &Lab, dir: &std::path::Path, a: &str, b: &str) -> std::path
     p
 }
 
+/// wkctl as a script runs it: no terminal, `--yes` given (WKCTL_YES).
 fn wkctl(dir: &std::path::Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_wkctl"))
         .args(args)
         .current_dir(dir)
         .env_remove("SSH_AUTH_SOCK")
+        .env("WKCTL_YES", "1")
         .output()
         .unwrap()
+}
+
+/// wkctl as an operator runs it: on a terminal (a pseudo-terminal of util-linux's `script`),
+/// without `--yes`, typing `answer` at its prompt. Its exit code and everything it showed.
+fn on_terminal(dir: &std::path::Path, args: &[&str], answer: &str) -> (Option<i32>, String) {
+    use std::io::Write;
+    let line: Vec<String> = std::iter::once(env!("CARGO_BIN_EXE_wkctl"))
+        .chain(args.iter().copied())
+        .map(|a| format!("'{a}'"))
+        .collect();
+    let mut child = Command::new("script")
+        .args(["-qec", &line.join(" "), "/dev/null"])
+        .current_dir(dir)
+        .env_remove("SSH_AUTH_SOCK")
+        .env_remove("WKCTL_YES")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(answer.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        format!("{}{}", text(&out.stdout), text(&out.stderr)),
+    )
 }
 
 fn text(b: &[u8]) -> String {
@@ -318,10 +352,11 @@ fn expand_adds_node2_for_real() {
     assert_eq!(before, after, "the dry run changed something");
     assert!(!dir.join(".wkctl").exists(), "a dry run writes no journal");
     checks_listed_are_checks_run(&dir);
+    asks_before_it_changes_anything(&lab, &dir);
 
     // The real run; a second one started while it holds the lock is refused.
     let first = Command::new(env!("CARGO_BIN_EXE_wkctl"))
-        .args(["expand", "--add", "node2"])
+        .args(["expand", "--add", "node2", "--yes"])
         .current_dir(&dir)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -352,6 +387,18 @@ fn expand_adds_node2_for_real() {
     assert_eq!(first.status.code(), Some(0), "{out}{}", text(&first.stderr));
     for s in ["status 1 将加入", "status 2 加入中", "status 3 已加入"] {
         assert!(out.contains(s), "the run shows `{s}`:\n{out}");
+    }
+    // It ends with what clients and operators use now.
+    let ip1 = lab.host("node1").ip.clone();
+    for s in [
+        "The cluster is node1 (1001), node2 (1002).".to_string(),
+        format!("HTTP API   http://{ip1}:15001"),
+        format!("TCP        {ip1}:15100"),
+        format!("WebSocket  ws://{ip1}:15200"),
+        format!("admin UI   http://{ip1}:15300/web"),
+        format!("demo       http://{ip1}:15172"),
+    ] {
+        assert!(out.contains(&s), "the run ends without `{s}`:\n{out}");
     }
     // node2's WuKongIM runs with node1's cluster-wide settings.
     let env = lab
@@ -407,6 +454,8 @@ fn expand_adds_node2_for_real() {
         }
         assert_eq!(ids.into_iter().collect::<Vec<_>>(), [1001, 1002]);
         assert_eq!(get(&lab, &ip1, 15001, "/health").await.unwrap().0, 200);
+        // The admin UI at the address the run ended with.
+        assert_eq!(get(&lab, &ip1, 15300, "/web").await.map(|r| r.0), Some(200));
         let mut greeted = std::collections::BTreeSet::new();
         for _ in 0..40 {
             let mut s = tokio::net::TcpStream::connect((ip1.as_str(), 15100))
@@ -537,10 +586,11 @@ fn expand_adds_node2_for_real() {
     }
     let again = wkctl(&dir, &["expand", "--add", "node2", "--output", "json"]);
     assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
-    let events: Vec<serde_json::Value> = text(&again.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let events = json_stream(&text(&again.stdout));
+    assert!(
+        !events.iter().any(|e| e["event"] == "summary"),
+        "a run with nothing to change tells no summary (and asks nothing): {events:?}"
+    );
     let done = events.iter().find(|e| e["event"] == "finished").unwrap();
     assert_eq!(done["changed"], 0, "{events:?}");
     let after: BTreeMap<&str, _> = ["node1", "node2"]
@@ -623,6 +673,145 @@ fn expand_adds_node2_for_real() {
         .unwrap();
 }
 
+/// Checks every line of a JSON event stream against `docs/json.md`'s table: each line parses,
+/// carries `v` 1 and an RFC 3339 `ts`, is an event the table lists, with every field the table
+/// gives (of its type; `?` may be null or absent) and no other. Returns the events.
+fn json_stream(out: &str) -> Vec<serde_json::Value> {
+    let doc = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/json.md"),
+    )
+    .unwrap();
+    let mut schema: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    for row in doc.lines().filter(|l| l.starts_with("| `")) {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let fields = cells[2]
+            .split(", ")
+            .map(|f| {
+                let (n, t) = f.trim_matches('`').split_once(": ").unwrap();
+                (n.to_string(), t.to_string())
+            })
+            .collect();
+        schema.insert(cells[1].trim_matches('`').to_string(), fields);
+    }
+    assert!(schema.len() >= 16, "{schema:?}");
+    let mut events = Vec::new();
+    for line in out.lines() {
+        let e: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|err| panic!("not a JSON line ({err}): {line}"));
+        let kind = e["event"].as_str().unwrap_or_default();
+        let fields = schema
+            .get(kind)
+            .unwrap_or_else(|| panic!("event `{kind}` is not in docs/json.md: {line}"));
+        assert_eq!(e["v"], 1, "{line}");
+        let ts = e["ts"].as_str().unwrap_or_default();
+        assert!(
+            ts.len() == 24
+                && &ts[10..11] == "T"
+                && ts.ends_with('Z')
+                && ts[..4].parse::<u32>().is_ok(),
+            "ts: {line}"
+        );
+        for (name, ty) in fields {
+            let v = &e[name.as_str()];
+            let (ty, optional) = match ty.strip_suffix('?') {
+                Some(t) => (t, true),
+                None => (ty.as_str(), false),
+            };
+            let fits = match ty {
+                "string" => v.is_string(),
+                "int" => v.is_u64() || v.is_i64(),
+                "bool" => v.is_boolean(),
+                "array" => v.is_array(),
+                "object" => v.is_object(),
+                other => panic!("docs/json.md: type `{other}`"),
+            };
+            assert!(
+                fits || (optional && v.is_null()),
+                "{kind}.{name} is not {ty}: {line}"
+            );
+        }
+        for key in e.as_object().unwrap().keys() {
+            assert!(
+                ["event", "v", "ts"].contains(&key.as_str())
+                    || fields.iter().any(|(n, _)| n == key),
+                "{kind}.{key} is not in docs/json.md: {line}"
+            );
+        }
+        events.push(e);
+    }
+    events
+}
+
+/// After preflight, a run says what it will change and asks: without a terminal it needs
+/// --yes (exit 2); on one, anything but y stops it (exit 1). Either way nothing changes.
+fn asks_before_it_changes_anything(lab: &Lab, dir: &std::path::Path) {
+    let before: Vec<_> = ["node1", "node2"]
+        .iter()
+        .map(|h| snapshot(lab, h))
+        .collect();
+    let out = Command::new(env!("CARGO_BIN_EXE_wkctl"))
+        .args(["expand", "--add", "node2"])
+        .current_dir(dir)
+        .env_remove("SSH_AUTH_SOCK")
+        .env_remove("WKCTL_YES")
+        .output()
+        .unwrap();
+    let (said, err) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(2), "{said}{err}");
+    assert!(
+        err.contains("no terminal to ask on")
+            && err.contains("--yes")
+            && err.contains("nothing was changed"),
+        "{err}"
+    );
+    let json = Command::new(env!("CARGO_BIN_EXE_wkctl"))
+        .args(["expand", "--add", "node2", "--output", "json"])
+        .current_dir(dir)
+        .env_remove("SSH_AUTH_SOCK")
+        .env_remove("WKCTL_YES")
+        .output()
+        .unwrap();
+    assert_eq!(json.status.code(), Some(2));
+    let events = json_stream(&text(&json.stdout));
+    let summary = events.iter().find(|e| e["event"] == "summary").unwrap();
+    assert_eq!(
+        summary["joins"],
+        serde_json::json!(["node2 (1002)"]),
+        "{summary}"
+    );
+    let last = events.last().unwrap();
+    assert_eq!(
+        (last["event"].as_str(), last["code"].as_u64()),
+        (Some("error"), Some(2)),
+        "{last}"
+    );
+    for s in [
+        "expand will change 2 host(s): node1, node2",
+        "~/wukongim/docker-compose.yml",
+        "~/wukongim/nginx.conf",
+        "new, ",
+        "join     node2 (1002)",
+        "undo     wkctl rollback",
+    ] {
+        assert!(said.contains(s), "the summary lacks `{s}`:\n{said}");
+    }
+    let (code, shown) = on_terminal(dir, &["expand", "--add", "node2"], "n\n");
+    assert_eq!(code, Some(1), "{shown}");
+    assert!(
+        shown.contains("Do you want to continue?") && shown.contains("not confirmed"),
+        "{shown}"
+    );
+    let after: Vec<_> = ["node1", "node2"]
+        .iter()
+        .map(|h| snapshot(lab, h))
+        .collect();
+    assert_eq!(before, after, "a run not confirmed changed something");
+    assert!(
+        !dir.join(".wkctl").exists(),
+        "a run not confirmed started a journal"
+    );
+}
+
 /// Every check the plan lists for a host is run on that host, and nothing else is: the
 /// offline plan's preflight steps against `check --output json`'s check events.
 fn checks_listed_are_checks_run(dir: &std::path::Path) {
@@ -653,9 +842,8 @@ fn checks_listed_are_checks_run(dir: &std::path::Path) {
     let check = wkctl(dir, &["check", "--add", "node2", "--output", "json"]);
     let out = text(&check.stdout);
     assert_eq!(check.status.code(), Some(0), "{out}{}", text(&check.stderr));
-    let ran: BTreeSet<(String, String)> = out
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    let ran: BTreeSet<(String, String)> = json_stream(&out)
+        .into_iter()
         .filter(|e| e["event"] == "check")
         .map(|e| {
             (
@@ -961,10 +1149,15 @@ fn two_nodes_in_one_run_join_one_after_the_other() {
         text(&out.stdout),
         text(&out.stderr)
     );
-    let events: Vec<serde_json::Value> = text(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    // Every line as docs/json.md says, every step with its duration.
+    let events = json_stream(&text(&out.stdout));
+    assert!(
+        events
+            .iter()
+            .filter(|e| e["event"] == "step_changed" || e["event"] == "step_ok")
+            .all(|e| e["ms"].is_u64()),
+        "{events:?}"
+    );
     let pos = |f: &dyn Fn(&serde_json::Value) -> bool| {
         events
             .iter()
@@ -1050,7 +1243,7 @@ fn rollback_to_the_bytes_and_resume_after_a_kill() {
     let pause = dir.join("rollback.pause");
     std::fs::write(&pause, "").unwrap();
     let paused = Command::new(env!("CARGO_BIN_EXE_wkctl"))
-        .arg("rollback")
+        .args(["rollback", "--yes"])
         .current_dir(&dir)
         .env("WKCTL_TEST_PAUSE", "rollback:start")
         .env("WKCTL_TEST_PAUSE_FILE", &pause)
@@ -1142,8 +1335,15 @@ fn rollback_to_the_bytes_and_resume_after_a_kill() {
         text(&out.stderr)
     );
     assert!(text(&wkctl(&dir, &["runs"]).stdout).contains("stopped (Ctrl-C)"));
-    let rb = wkctl(&dir, &["rollback"]);
-    assert_eq!(rb.status.code(), Some(0), "{}", text(&rb.stderr));
+    // On a terminal, the rollback says what it undoes and goes on at `y`.
+    let (code, shown) = on_terminal(&dir, &["rollback"], "y\n");
+    assert_eq!(code, Some(0), "{shown}");
+    assert!(
+        shown.contains("rollback will change")
+            && shown.contains("restore")
+            && shown.contains("Do you want to continue?"),
+        "{shown}"
+    );
     assert_eq!(files("node8"), before, "undone again to the bytes");
 
     // A run killed half way (SIGKILL, by its pid), then resumed to the end.
@@ -1461,7 +1661,7 @@ fn bad_input_changes_nothing_on_any_host() {
         }
         let before = both();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_wkctl"));
-        cmd.args(["expand", "--add", "node2"])
+        cmd.args(["expand", "--add", "node2", "--yes"])
             .current_dir(&dir)
             .env_remove("SSH_AUTH_SOCK");
         if let Some((k, v)) = c.env {

@@ -33,6 +33,8 @@ pub struct Options {
     pub resume: Option<Resume>,
     /// Set (by Ctrl-C) to stop after the step under way.
     pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// Asked, with what the run will change, before its first change (`None`: go on).
+    pub confirm: Option<std::sync::Arc<dyn crate::events::Confirm>>,
 }
 
 /// What a resumed run carries over from its journal.

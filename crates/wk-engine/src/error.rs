@@ -22,6 +22,12 @@ pub enum EngineError {
         path: String,
         holder: String,
     },
+    /// The operator answered no at the prompt.
+    #[error("not confirmed ({0}); nothing was changed")]
+    Declined(String),
+    /// Nobody could be asked, and `--yes` was not given.
+    #[error("this run would change {0}, and there is no terminal to ask on: run it again with --yes (or WKCTL_YES=1) to go on; nothing was changed")]
+    NeedsYes(String),
     /// The operator stopped the run (Ctrl-C) between two steps.
     #[error("stopped after step `{after}` as asked (Ctrl-C); the journal is consistent: `wkctl resume` goes on, `wkctl rollback` undoes")]
     Interrupted { after: String },
@@ -37,7 +43,8 @@ pub enum EngineError {
 impl EngineError {
     pub fn exit_code(&self) -> u8 {
         match self {
-            EngineError::Input(_) => 2,
+            EngineError::Input(_) | EngineError::NeedsYes(_) => 2,
+            EngineError::Declined(_) => 1,
             EngineError::Host(_) | EngineError::Preflight { .. } => 3,
             EngineError::Locked { .. } => 4,
             EngineError::Interrupted { .. } => 130,

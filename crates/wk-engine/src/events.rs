@@ -45,21 +45,28 @@ pub enum Event {
         host: String,
         command: String,
     },
-    /// The host already is as the step wants: nothing done.
+    /// The host already is as the step wants: nothing done. `ms`: how long the step took
+    /// (a rollback's notes have none).
     StepOk {
         id: String,
         host: String,
         note: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ms: Option<u64>,
     },
     StepChanged {
         id: String,
         host: String,
         note: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ms: Option<u64>,
     },
     StepFailed {
         id: String,
         host: String,
         error: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ms: Option<u64>,
     },
     JoinStatus {
         node: String,
@@ -82,6 +89,84 @@ pub enum Event {
         hosts: Vec<(String, usize, usize)>,
         peak_rss_kb: u64,
     },
+    /// What the run is about to change, told (and asked about) before anything changes.
+    Summary(Summary),
+    /// After a run that went through: what clients and operators use now, the load balancer's
+    /// addresses, and the members as the cluster lists them.
+    Endpoints {
+        api: String,
+        tcp: String,
+        ws: String,
+        admin: String,
+        demo: String,
+        members: Vec<String>,
+    },
+}
+
+/// What a run (`expand`, `resume`, `rollback`) is about to change, after its checks and before
+/// its first change.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Summary {
+    /// `expand`, `resume` or `rollback`.
+    pub command: String,
+    pub hosts: Vec<String>,
+    pub files: Vec<FileChange>,
+    /// What is started, recreated, reloaded or stopped, as `host: what`.
+    pub services: Vec<String>,
+    /// The nodes that join, in order, as `name (id)`.
+    pub joins: Vec<String>,
+    /// How to undo it.
+    pub undo: String,
+}
+
+impl Summary {
+    /// Whether there is anything to change (a run with nothing to change is not asked about).
+    pub fn changes_something(&self) -> bool {
+        !self.files.is_empty() || !self.joins.is_empty() || !self.services.is_empty()
+    }
+
+    /// One line: how much changes where.
+    pub fn short(&self) -> String {
+        let mut parts = vec![format!(
+            "{} file(s) on {} host(s)",
+            self.files.len(),
+            self.hosts.len()
+        )];
+        if !self.services.is_empty() {
+            parts.push(format!("{} service change(s)", self.services.len()));
+        }
+        if !self.joins.is_empty() {
+            parts.push(format!("joins {}", self.joins.join(", ")));
+        }
+        parts.join(", ")
+    }
+}
+
+/// A file a run writes: `what` it does (`edit`, `create`; a rollback's `restore`, `remove`),
+/// and for an edit the lines added and removed (`new`: the file is not there yet, or its old
+/// text was not read because it is written whole from a template).
+#[derive(Debug, Clone, Serialize)]
+pub struct FileChange {
+    pub host: String,
+    pub path: String,
+    pub what: String,
+    pub added: usize,
+    pub removed: usize,
+    pub new: bool,
+}
+
+/// The operator's answer to a [`Summary`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    Yes,
+    No,
+    /// Nobody to ask (no terminal) and no `--yes`.
+    NoTerminal,
+}
+
+/// Asks the operator whether to go on (the CLI: a y/N prompt on the terminal, or `--yes`).
+pub trait Confirm: Send + Sync + std::fmt::Debug {
+    fn ask(&self, summary: &Summary) -> Answer;
 }
 
 /// Receives events; must be cheap (it runs inside the engine's tasks).

@@ -29,11 +29,10 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// A run id: UTC time and a few random hex digits (`20261125T013000Z-3f9a`).
-pub fn new_run_id() -> String {
-    let t = now_secs();
+/// A civil UTC date and time from seconds since 1970 (Howard Hinnant's algorithm):
+/// (year, month, day, hour, minute, second).
+fn civil(t: u64) -> (i64, i64, i64, u64, u64, u64) {
     let (days, rem) = (t / 86_400, t % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
     let z = days as i64 + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
@@ -43,15 +42,29 @@ pub fn new_run_id() -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
+    (y, m, d, rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// Now, as RFC 3339 in UTC with milliseconds (`2026-11-25T01:30:00.123Z`).
+pub fn timestamp() -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let (y, m, d, hh, mm, ss) = civil(now.as_secs());
+    format!(
+        "{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{:03}Z",
+        now.subsec_millis()
+    )
+}
+
+/// A run id: UTC time and a few random hex digits (`20261125T013000Z-3f9a`).
+pub fn new_run_id() -> String {
+    let (y, m, d, hh, mm, ss) = civil(now_secs());
     let mut r = [0u8; 2];
     let _ = File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut r));
     format!(
-        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z-{:02x}{:02x}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        r[0],
-        r[1]
+        "{y:04}{m:02}{d:02}T{hh:02}{mm:02}{ss:02}Z-{:02x}{:02x}",
+        r[0], r[1]
     )
 }
 
@@ -225,6 +238,16 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    /// Known dates: the epoch, a leap day, the end of a century year that is no leap year.
+    #[test]
+    fn civil_dates() {
+        assert_eq!(super::civil(0), (1970, 1, 1, 0, 0, 0));
+        assert_eq!(super::civil(951_782_400 + 3_661), (2000, 2, 29, 1, 1, 1));
+        assert_eq!(super::civil(4_107_542_399), (2100, 2, 28, 23, 59, 59));
+        let ts = super::timestamp();
+        assert_eq!((ts.len(), &ts[10..11], &ts[23..]), (24, "T", "Z"), "{ts}");
     }
 
     fn mode(p: &std::path::Path) -> u32 {

@@ -26,4 +26,4 @@ mod text;
 pub use connect::{connect_all, Connections};
 pub use engine::{Engine, Options, Outcome, Resume};
 pub use error::EngineError;
-pub use events::{Event, Reporter};
+pub use events::{Answer, Confirm, Event, FileChange, Reporter, Summary};

@@ -27,6 +27,8 @@ pub struct RollbackOptions {
     pub force_unlock: bool,
     /// `user@machine`, written into the lock.
     pub owner: String,
+    /// Asked, with what the rollback will undo, before its first change (`None`: go on).
+    pub confirm: Option<std::sync::Arc<dyn crate::events::Confirm>>,
 }
 
 impl<R: Remote + 'static> Engine<R> {
@@ -50,7 +52,7 @@ impl<R: Remote + 'static> Engine<R> {
                 "{names} joined the cluster during run {run_id}. WuKongIM v2 cannot remove a member (it has no removal API): a rollback would stop it while the cluster still counts it, and its slots' quorums would miss it.\n  fix: keep the node (run `wkctl resume {run_id}` to finish the run), or add --after-join: the files and services on every host go back, and the cluster keeps {names} in its member list, offline"
             )));
         }
-        let (journal, lock) = self.hold(dir, &lines, &run_id, opts).await?;
+        let (journal, lock) = self.hold(dir, (&plan, &lines), &run_id, opts).await?;
         crate::pause::named("rollback", crate::pause::Point::Start).await;
         let u = Undo {
             e: self,
@@ -117,12 +119,12 @@ impl<R: Remote + 'static> Engine<R> {
 
     /// The journal first (no other process of this machine may undo or resume the run
     /// meanwhile), then the cluster's lock (no other machine's run may change what this one
-    /// puts back), then the files' drift, checked under the lock: a refusal gives the lock
-    /// back as it was. A dry run only looks at the lock.
+    /// puts back), then the files' drift, checked under the lock, then the operator's yes: a
+    /// refusal gives the lock back as it was. A dry run only looks at the lock.
     async fn hold(
         &self,
         dir: &Path,
-        lines: &[Value],
+        (plan, lines): (&Plan, &[Value]),
         run_id: &str,
         opts: &RollbackOptions,
     ) -> Result<(Option<Journal>, String), EngineError> {
@@ -145,13 +147,21 @@ impl<R: Remote + 'static> Engine<R> {
                     .await?,
             )
         };
-        if !opts.force {
-            if let Err(e) = self.no_drift(lines, run_id).await {
-                if let Some(held) = held {
-                    crate::steps::give_back_lock(gw.as_ref(), &lock, run_id, held).await?;
-                }
-                return Err(e);
+        let checked = match opts.force {
+            true => Ok(()),
+            false => self.no_drift(lines, run_id).await,
+        };
+        let asked = checked.and_then(|()| match opts.dry_run {
+            true => Ok(()),
+            false => {
+                crate::expand::ask(self, opts.confirm.as_deref(), &summary(run_id, plan, lines))
             }
+        });
+        if let Err(e) = asked {
+            if let Some(held) = held {
+                crate::steps::give_back_lock(gw.as_ref(), &lock, run_id, held).await?;
+            }
+            return Err(e);
         }
         Ok((journal, lock))
     }
@@ -253,6 +263,57 @@ impl<R: Remote + 'static> Engine<R> {
             .filter(|a| members.iter().any(|m| m.id == a.id as u64))
             .map(|a| format!("{} ({})", a.name, a.id))
             .collect())
+    }
+}
+
+/// What a rollback of the run undoes: each file to its first before-image (or removed, if the
+/// run made it), the new nodes' services stopped, the hosts whose files go back started again.
+fn summary(run_id: &str, plan: &Plan, lines: &[Value]) -> crate::events::Summary {
+    let mut seen = BTreeSet::new();
+    let mut files = Vec::new();
+    let mut hosts = BTreeSet::new();
+    let mut restored = BTreeSet::new();
+    for l in of_type(lines, "before_image") {
+        let (Some(h), Some(p)) = (l["host"].as_str(), l["path"].as_str()) else {
+            continue;
+        };
+        if !seen.insert((h, p)) {
+            continue;
+        }
+        hosts.insert(h.to_string());
+        let existed = l["existed"] == true;
+        if existed {
+            restored.insert(h.to_string());
+        }
+        files.push(crate::events::FileChange {
+            host: h.into(),
+            path: p.into(),
+            added: 0,
+            removed: 0,
+            new: false,
+            what: if existed { "restore" } else { "remove" }.into(),
+        });
+    }
+    let stopped = crate::steps::started_new_nodes(plan, lines);
+    let services = stopped
+        .iter()
+        .map(|h| format!("{h}: stop and remove WuKongIM"))
+        .chain(
+            restored
+                .iter()
+                .map(|h| format!("{h}: start its services again with the restored files")),
+        )
+        .collect();
+    hosts.extend(stopped);
+    crate::events::Summary {
+        command: "rollback".into(),
+        hosts: hosts.into_iter().collect(),
+        files,
+        services,
+        joins: Vec::new(),
+        undo: format!(
+            "none: a rollback is not undone (`wkctl expand` again redoes run {run_id}'s changes)"
+        ),
     }
 }
 

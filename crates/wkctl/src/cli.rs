@@ -180,6 +180,11 @@ pub struct ExpandArgs {
     #[arg(long)]
     pub force_unlock: bool,
 
+    /// Go on without asking (the summary of what changes is still shown). Without a terminal
+    /// to ask on, a run that changes something needs it. Also WKCTL_YES=1.
+    #[arg(long, short = 'y', env = "WKCTL_YES", value_parser = clap::builder::BoolishValueParser::new())]
+    pub yes: bool,
+
     /// Go on though the cluster's nodes run different WuKongIM builds (`app_version`), or a new
     /// node starts on another build than the members. WuKongIM wants one build on every node.
     #[arg(long)]
@@ -235,6 +240,10 @@ pub struct ResumeArgs {
     /// Remove a lock left by another run that died (check first that no other run is going on).
     #[arg(long)]
     pub force_unlock: bool,
+    /// Go on without asking (the summary of what changes is still shown). Without a terminal
+    /// to ask on, a run that changes something needs it. Also WKCTL_YES=1.
+    #[arg(long, short = 'y', env = "WKCTL_YES", value_parser = clap::builder::BoolishValueParser::new())]
+    pub yes: bool,
     #[arg(long, default_value_t = 8, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub parallel: u16,
 }
@@ -256,4 +265,8 @@ pub struct RollbackArgs {
     /// Remove a lock left by another run that died (check first that no other run is going on).
     #[arg(long)]
     pub force_unlock: bool,
+    /// Go on without asking (the summary of what changes is still shown). Without a terminal
+    /// to ask on, a run that changes something needs it. Also WKCTL_YES=1.
+    #[arg(long, short = 'y', env = "WKCTL_YES", value_parser = clap::builder::BoolishValueParser::new())]
+    pub yes: bool,
 }

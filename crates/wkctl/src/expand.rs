@@ -29,6 +29,7 @@ pub fn run(cli: &Cli, args: &ExpandArgs, out: &mut dyn Write) -> Result<(), Fail
             check_only: false,
             allow_version_mix: args.allow_version_mix,
             parallel: args.parallel as usize,
+            yes: args.yes,
         },
         None,
     )
@@ -41,6 +42,7 @@ struct Flags {
     check_only: bool,
     allow_version_mix: bool,
     parallel: usize,
+    yes: bool,
 }
 
 /// `wkctl check`: the expansion's preflight, stopping before anything would change.
@@ -61,6 +63,7 @@ pub fn check(cli: &Cli, args: &crate::cli::CheckArgs) -> Result<(), Failure> {
             check_only: true,
             allow_version_mix: args.allow_version_mix,
             parallel: 8,
+            yes: false,
         },
         None,
     )
@@ -96,6 +99,7 @@ fn engine_run(
         runs_dir,
         command: std::env::args().collect::<Vec<_>>().join(" "),
         owner: owner(),
+        confirm: Some(Arc::new(output::Ask { yes: flags.yes })),
     };
     let rt = crate::runtime()?;
     rt.block_on(async {
@@ -164,7 +168,7 @@ fn offline(
             out.write_all(output::plan_text(&plan, inventory, sources, true).as_bytes())
         }
         OutputFormat::Json => {
-            let doc = serde_json::json!({ "offline": true, "dry_run": true, "plan": plan });
+            let doc = serde_json::json!({ "v": output::JSON_VERSION, "offline": true, "dry_run": true, "plan": plan });
             serde_json::to_writer_pretty(&mut *out, &doc)
                 .map_err(std::io::Error::other)
                 .and_then(|()| out.write_all(b"\n"))
@@ -204,14 +208,15 @@ pub fn status(cli: &Cli, out: &mut dyn Write) -> Result<(), Failure> {
         Ok::<_, Failure>(rows)
     })?;
     let bad = rows.iter().filter(|r| !r.problems.is_empty()).count();
-    let text = match cli.output {
-        OutputFormat::Json => {
-            serde_json::to_string_pretty(&serde_json::json!({ "nodes": rows, "problems": bad }))
-                .unwrap_or_default()
-                + "\n"
-        }
-        OutputFormat::Text => output::status_table(&rows),
-    };
+    let text =
+        match cli.output {
+            OutputFormat::Json => serde_json::to_string_pretty(
+                &serde_json::json!({ "v": output::JSON_VERSION, "nodes": rows, "problems": bad }),
+            )
+            .unwrap_or_default()
+                + "\n",
+            OutputFormat::Text => output::status_table(&rows),
+        };
     crate::write_out(out, text.as_bytes())?;
     if bad > 0 {
         return Err(Failure { code: crate::exit::FAILED, message: format!("{bad} node(s) need attention (see PROBLEMS); docs/troubleshooting.md says what to do") });
@@ -270,7 +275,11 @@ pub fn runs(
             let runs = wk_engine::runs::list_runs(&runs_dir(cli));
             if cli.output == OutputFormat::Json {
                 let v: Vec<_> = runs.iter().map(|(id, cmd, t, st)| serde_json::json!({"id": id, "command": cmd, "started": t, "state": st})).collect();
-                text = serde_json::to_string_pretty(&v).unwrap_or_default() + "\n";
+                text = serde_json::to_string_pretty(
+                    &serde_json::json!({"v": output::JSON_VERSION, "runs": v}),
+                )
+                .unwrap_or_default()
+                    + "\n";
             } else {
                 let mut t = output::Table::new(&["RUN", "STATE", "COMMAND"], &[]);
                 for (id, cmd, _, st) in &runs {
@@ -366,6 +375,7 @@ pub fn resume(cli: &Cli, args: &crate::cli::ResumeArgs) -> Result<(), Failure> {
             // As the run was started, or told now.
             allow_version_mix: args.allow_version_mix || state.allow_version_mix,
             parallel: args.parallel as usize,
+            yes: args.yes,
         },
         Some(state),
     )
@@ -398,6 +408,7 @@ pub fn rollback(cli: &Cli, args: &crate::cli::RollbackArgs) -> Result<(), Failur
                     force: args.force,
                     force_unlock: args.force_unlock,
                     owner: owner(),
+                    confirm: Some(Arc::new(output::Ask { yes: args.yes })),
                 },
             )
             .await;

@@ -93,6 +93,18 @@ pub fn run() -> ExitCode {
     match result {
         Ok(()) => ExitCode::from(exit::OK),
         Err(f) => {
+            // A stream of JSON events ends with the error, as a run's ends with `finished`.
+            let streams = matches!(
+                cli.command,
+                cli::Command::Expand(_)
+                    | cli::Command::Check(_)
+                    | cli::Command::Resume(_)
+                    | cli::Command::Rollback(_)
+            );
+            if cli.output == cli::OutputFormat::Json && streams {
+                let line = output::json_error(f.code, &f.message);
+                let _ = write_out(&mut out, format!("{line}\n").as_bytes());
+            }
             eprintln!("error: {}", f.message);
             ExitCode::from(f.code)
         }

@@ -307,6 +307,21 @@ pub fn event_text(e: &wk_engine::Event) -> String {
                 );
             }
             E::StepStarted { .. } => {}
+            E::Summary(s) => summary_text(&mut o, s),
+            E::Endpoints {
+                api,
+                tcp,
+                ws,
+                admin,
+                demo,
+                members,
+            } => {
+                let _ = writeln!(
+                    o,
+                    "\nThe cluster is {}. Clients and operators use the load balancer:\n  HTTP API   {api}\n  TCP        {tcp}\n  WebSocket  {ws}\n  admin UI   {admin}   (节点管理 lists every node at 已加入)\n  demo       {demo}\n",
+                    members.join(", ")
+                );
+            }
             E::StepDiff { diff, .. } => {
                 for l in diff.lines() {
                     let _ = writeln!(o, "           {l}");
@@ -315,14 +330,19 @@ pub fn event_text(e: &wk_engine::Event) -> String {
             E::StepCommand { command, .. } => {
                 let _ = writeln!(o, "           $ {command}");
             }
-            E::StepOk { id, host, note } => {
-                let _ = writeln!(o, "ok         {host:<8} {id:<28} {note}");
+            E::StepOk { id, host, note, ms } => {
+                let _ = writeln!(o, "ok         {host:<8} {id:<28} {note}{}", slow(*ms));
             }
-            E::StepChanged { id, host, note } => {
-                let _ = writeln!(o, "changed    {host:<8} {id:<28} {note}");
+            E::StepChanged { id, host, note, ms } => {
+                let _ = writeln!(o, "changed    {host:<8} {id:<28} {note}{}", slow(*ms));
             }
-            E::StepFailed { id, host, error } => {
-                let _ = writeln!(o, "FAILED     {host:<8} {id:<28} {error}");
+            E::StepFailed {
+                id,
+                host,
+                error,
+                ms,
+            } => {
+                let _ = writeln!(o, "FAILED     {host:<8} {id:<28} {error}{}", slow(*ms));
             }
             E::JoinStatus {
                 node,
@@ -442,15 +462,72 @@ impl wk_engine::Reporter for Progress {
     }
 }
 
+/// The version of `--output json`'s lines (`docs/json.md`): bumped when a field changes
+/// meaning or goes; new fields and events do not bump it.
+pub const JSON_VERSION: u64 = 1;
+
+/// An event as a JSON line: its fields, the schema version (`v`) and when it happened (`ts`,
+/// RFC 3339 UTC with milliseconds).
+pub fn json_line(e: &wk_engine::Event) -> serde_json::Value {
+    let mut v = serde_json::to_value(e).unwrap_or_default();
+    if let Some(m) = v.as_object_mut() {
+        m.insert("v".into(), JSON_VERSION.into());
+        m.insert("ts".into(), wk_engine::journal::timestamp().into());
+    }
+    v
+}
+
+/// The last JSON line of a command that failed: its exit code and message.
+pub fn json_error(code: u8, message: &str) -> serde_json::Value {
+    serde_json::json!({
+        "event": "error",
+        "code": code,
+        "message": message,
+        "v": JSON_VERSION,
+        "ts": wk_engine::journal::timestamp(),
+    })
+}
+
 /// Events as JSON lines (stdout).
 pub struct JsonLines;
 
 impl wk_engine::Reporter for JsonLines {
     fn event(&self, e: &wk_engine::Event) {
         let mut out = std::io::stdout().lock();
-        let _ = serde_json::to_writer(&mut out, e);
+        let _ = serde_json::to_writer(&mut out, &json_line(e));
         let _ = std::io::Write::write_all(&mut out, b"\n");
         let _ = std::io::Write::flush(&mut out);
+    }
+}
+
+/// Asks whether to go on, after the summary: `--yes` answers yes; otherwise a y/N prompt when
+/// stdin is a terminal (anything but y or yes is no); without one, nobody can answer.
+#[derive(Debug)]
+pub struct Ask {
+    pub yes: bool,
+}
+
+impl wk_engine::Confirm for Ask {
+    fn ask(&self, _: &wk_engine::Summary) -> wk_engine::Answer {
+        use std::io::{BufRead, IsTerminal, Write};
+        if self.yes {
+            return wk_engine::Answer::Yes;
+        }
+        let stdin = std::io::stdin();
+        if !stdin.is_terminal() {
+            return wk_engine::Answer::NoTerminal;
+        }
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "Do you want to continue? Only 'y' goes on. [y/N] ");
+        let _ = err.flush();
+        let mut line = String::new();
+        if stdin.lock().read_line(&mut line).is_err() {
+            return wk_engine::Answer::No;
+        }
+        match line.trim().to_ascii_lowercase().as_str() {
+            "y" | "yes" => wk_engine::Answer::Yes,
+            _ => wk_engine::Answer::No,
+        }
     }
 }
 
@@ -490,6 +567,44 @@ pub struct Quiet;
 
 impl wk_engine::Reporter for Quiet {
     fn event(&self, _: &wk_engine::Event) {}
+}
+
+/// A step's duration when it took a second or more (where the time of a run went).
+fn slow(ms: Option<u64>) -> String {
+    match ms {
+        Some(ms) if ms >= 1000 => format!("  ({:.1} s)", ms as f64 / 1000.0),
+        _ => String::new(),
+    }
+}
+
+/// What a run is about to change, before it asks.
+fn summary_text(o: &mut String, s: &wk_engine::Summary) {
+    let _ = writeln!(
+        o,
+        "\n{} will change {} host(s): {}",
+        s.command,
+        s.hosts.len(),
+        s.hosts.join(", ")
+    );
+    let mut t = Table::new(&["", "HOST", "FILE", "CHANGE"], &[]);
+    for f in &s.files {
+        let change = match f.what.as_str() {
+            "edit" => format!("+{} -{}", f.added, f.removed),
+            "create" => format!("new, {} lines", f.added),
+            other => other.to_string(),
+        };
+        t.row(vec![String::new(), f.host.clone(), f.path.clone(), change]);
+    }
+    if !s.files.is_empty() {
+        o.push_str(&t.render());
+    }
+    for v in &s.services {
+        let _ = writeln!(o, "  service  {v}");
+    }
+    if !s.joins.is_empty() {
+        let _ = writeln!(o, "  join     {} (one at a time)", s.joins.join(", "));
+    }
+    let _ = writeln!(o, "  undo     {}\n", s.undo);
 }
 
 /// A table whose columns line up on a terminal: widths are display widths (将加入 takes six

@@ -277,6 +277,7 @@ impl<'a> Lane<'a> {
             .args(["expand", "--add", "node2", "--playbook", "faults.yml"])
             .current_dir(&self.dir)
             .env_remove("SSH_AUTH_SOCK")
+            .env("WKCTL_YES", "1")
             .env("WKCTL_TEST_PAUSE", at)
             .env("WKCTL_TEST_PAUSE_FILE", &pause)
             .stdout(Stdio::piped())

@@ -43,6 +43,7 @@ fn run(dir: &Path, args: &[&str], password: &str) -> (Option<i32>, String) {
         .args(args)
         .current_dir(dir)
         .env_remove("SSH_AUTH_SOCK")
+        .env("WKCTL_YES", "1")
         .env("WKCTL_SUDO_PASSWORD", password)
         .output()
         .unwrap();

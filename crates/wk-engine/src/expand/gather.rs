@@ -84,6 +84,7 @@ impl<R: Remote + 'static> Engine<R> {
             already: Default::default(),
             members: Vec::new(),
             checks: Vec::new(),
+            changes: Vec::new(),
         })
     }
 }

@@ -11,6 +11,7 @@ use wk_remote::Remote;
 
 use crate::engine::{Engine, Options, Outcome};
 use crate::error::EngineError;
+use crate::events::{Answer, Event, Summary};
 use crate::facts::{HostState, Probe};
 
 mod gather;
@@ -72,6 +73,62 @@ pub(super) struct Planned {
     pub plan: wk_plan::Plan,
     pub token: Option<String>,
     pub version: Option<String>,
+    /// The files the plan changes, and the nodes that still have to join.
+    pub changes: Vec<crate::events::FileChange>,
+    pub joins: Vec<String>,
+}
+
+impl Planned {
+    /// What the run is about to change: the files, the services on the hosts whose files
+    /// change (or that join), the joins.
+    fn summary(&self, opts: &Options) -> Summary {
+        use wk_plan::plan::Action;
+        let touched: BTreeSet<&str> = self
+            .changes
+            .iter()
+            .map(|c| c.host.as_str())
+            .chain(
+                self.plan
+                    .adding
+                    .iter()
+                    .filter(|a| {
+                        self.joins
+                            .iter()
+                            .any(|j| j.starts_with(&format!("{} (", a.name)))
+                    })
+                    .map(|a| a.name.as_str()),
+            )
+            .collect();
+        let services = self
+            .plan
+            .steps
+            .iter()
+            .filter(|s| {
+                matches!(
+                    s.action,
+                    Action::ComposeUp { .. } | Action::ComposeSignal { .. }
+                )
+            })
+            .filter(|s| touched.contains(s.host.as_str()))
+            .map(|s| format!("{}: {}", s.host, s.title))
+            .collect();
+        Summary {
+            command: if opts.resume.is_some() {
+                "resume"
+            } else {
+                "expand"
+            }
+            .into(),
+            hosts: touched.iter().map(|h| h.to_string()).collect(),
+            files: self.changes.clone(),
+            services,
+            joins: self.joins.clone(),
+            undo: match &opts.resume {
+                Some(r) => format!("wkctl rollback {}", r.run_id),
+                None => "wkctl rollback (this run: the last one)".into(),
+            },
+        }
+    }
 }
 
 /// A preflight check's result: host, check id, passed, what was found, how to fix it.
@@ -95,6 +152,8 @@ pub(super) struct Known {
     /// phase checked it (what the reachability was asked for).
     pub member_nodes: Vec<Node>,
     pub checks: Vec<CheckRow>,
+    /// The files the plan changes, as its trial found them.
+    pub changes: Vec<crate::events::FileChange>,
 }
 
 impl Known {
@@ -131,7 +190,27 @@ impl<R: Remote + 'static> Engine<R> {
         if opts.check_only {
             return Ok(self.checked(planned.plan));
         }
+        if !opts.dry_run {
+            ask(self, opts.confirm.as_deref(), &planned.summary(opts))?;
+        }
         let run = self.prepare(opts, &planned)?;
         self.run(opts, planned.plan, run, started).await
+    }
+}
+
+/// Tells `summary` and asks `confirm` (when there is something to change and someone to ask).
+pub(crate) fn ask<R: Remote + 'static>(
+    e: &Engine<R>,
+    confirm: Option<&dyn crate::events::Confirm>,
+    summary: &Summary,
+) -> Result<(), EngineError> {
+    if !summary.changes_something() {
+        return Ok(());
+    }
+    e.say(Event::Summary(summary.clone()));
+    match confirm.map(|c| c.ask(summary)) {
+        None | Some(Answer::Yes) => Ok(()),
+        Some(Answer::No) => Err(EngineError::Declined(summary.short())),
+        Some(Answer::NoTerminal) => Err(EngineError::NeedsYes(summary.short())),
     }
 }

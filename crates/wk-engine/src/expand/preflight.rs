@@ -63,6 +63,13 @@ impl<R: Remote + 'static> Engine<R> {
         }
         match plan {
             Some(plan) if failed == 0 => Ok(Planned {
+                joins: plan
+                    .adding
+                    .iter()
+                    .filter(|a| !k.already.contains(&a.name))
+                    .map(|a| format!("{} ({})", a.name, a.id))
+                    .collect(),
+                changes: std::mem::take(&mut k.changes),
                 plan,
                 token,
                 version,

@@ -100,6 +100,9 @@ impl<R: Remote + 'static> Engine<R> {
             .await;
         self.say(Event::Timings { phases: timings.0 });
         let run_id = run.journal.is_some().then(|| run.run_id.clone());
+        if !opts.dry_run {
+            self.say(self.endpoints(&plan));
+        }
         self.say(Event::Finished {
             run_id: run_id.clone(),
             dry_run: opts.dry_run,
@@ -112,6 +115,27 @@ impl<R: Remote + 'static> Engine<R> {
             changed,
             ok,
         })
+    }
+
+    /// The load balancer's addresses, as clients and operators reach it, and the members the
+    /// run leaves (every one at 已加入: the run waited for it).
+    fn endpoints(&self, plan: &Plan) -> Event {
+        let g = &self.inv.gateway;
+        let at = |port: u16| wk_plan::inventory::host_port(&g.external_address, port);
+        let members = self
+            .inv
+            .wukongim_nodes()
+            .filter(|n| plan.members_after.iter().any(|a| a.name == n.name))
+            .map(|n| format!("{} ({})", n.name, n.id))
+            .collect();
+        Event::Endpoints {
+            api: format!("http://{}", at(g.ports.api)),
+            tcp: at(g.ports.tcp),
+            ws: format!("ws://{}", at(g.ports.ws)),
+            admin: format!("http://{}/web", at(g.ports.manager)),
+            demo: format!("http://{}", at(g.ports.demo)),
+            members,
+        }
     }
 
     /// Runs step `k` of the plan: journal, events; `Ok(true)` when it changed something.
@@ -128,7 +152,9 @@ impl<R: Remote + 'static> Engine<R> {
             .await
             .map_err(|e| step_err(step, e))?;
         pause::at(step, Point::Start).await;
+        let t = Instant::now();
         let done = self.step(step, plan, run).await;
+        let ms = t.elapsed().as_millis() as u64;
         if done.is_ok() {
             pause::at(step, Point::End).await;
         }
@@ -139,19 +165,25 @@ impl<R: Remote + 'static> Engine<R> {
             Err(e) => {
                 let error = e.to_string();
                 let _ = run
-                    .log(json!({"type": "failed", "step": id, "host": host, "error": error}))
+                    .log(json!({"type": "failed", "step": id, "host": host, "error": error, "ms": ms}))
                     .await;
-                self.say(Event::StepFailed { id, host, error });
+                self.say(Event::StepFailed {
+                    id,
+                    host,
+                    error,
+                    ms: Some(ms),
+                });
                 return Err(e);
             }
         };
-        run.log(json!({"type": kind, "step": id, "host": host, "note": note}))
+        run.log(json!({"type": kind, "step": id, "host": host, "note": note, "ms": ms}))
             .await
             .map_err(|e| step_err(step, e))?;
+        let ms = Some(ms);
         self.say(if changed {
-            Event::StepChanged { id, host, note }
+            Event::StepChanged { id, host, note, ms }
         } else {
-            Event::StepOk { id, host, note }
+            Event::StepOk { id, host, note, ms }
         });
         Ok(changed)
     }

@@ -71,17 +71,20 @@ impl<R: Remote + 'static> Engine<R> {
                 known.insert((name.clone(), prom), st.prometheus_text.clone());
             }
         }
-        let (edits, after) = self.try_edits(&plan, known).await;
+        let (edits, after, mut before) = self.try_edits(&plan, known).await;
         k.checks.extend(edits);
+        k.changes = file_changes(&plan, &mut before, &after);
         k.checks
             .extend(self.check_images(&plan, &after, opts.dry_run).await);
         Ok(plan)
     }
 
     /// Every file edit of the plan, in plan order, on the files as the hosts hold them now
-    /// (nothing is written). A check per host: all apply, or which cannot and why.
-    async fn try_edits(&self, plan: &Plan, mut files: Files) -> (Vec<CheckRow>, Files) {
+    /// (nothing is written). A check per host: all apply, or which cannot and why; the files
+    /// after the edits, and as they were.
+    async fn try_edits(&self, plan: &Plan, mut files: Files) -> (Vec<CheckRow>, Files, Files) {
         let mut tried: BTreeMap<String, (usize, Vec<String>)> = BTreeMap::new();
+        let mut originals = files.clone();
         for step in &plan.steps {
             let kind = shape(&step.action);
             let Some(target) = kind.target() else {
@@ -106,6 +109,7 @@ impl<R: Remote + 'static> Engine<R> {
                         continue;
                     }
                 };
+                originals.insert(key.clone(), text.clone());
                 files.insert(key.clone(), text);
             }
             let old = files.get(&key).cloned().flatten();
@@ -127,7 +131,7 @@ impl<R: Remote + 'static> Engine<R> {
                 }
             })
             .collect();
-        (checks, files)
+        (checks, files, originals)
     }
 
     /// The images every host's compose files name once the plan's edits are made: each must
@@ -186,6 +190,50 @@ fn wanted_images(files: &Files) -> BTreeMap<String, BTreeSet<String>> {
         }
     }
     wanted
+}
+
+/// The files the plan changes, as the trial found them: lines added and removed where the
+/// old text is known, as new otherwise (a file not there, or a whole-file template over a file
+/// nothing read). `before`: the files as they were.
+fn file_changes(plan: &Plan, before: &mut Files, after: &Files) -> Vec<crate::events::FileChange> {
+    let mut out = Vec::new();
+    let mut seen = BTreeSet::new();
+    for step in &plan.steps {
+        let kind = shape(&step.action);
+        let Some(target) = kind.target() else {
+            continue;
+        };
+        let key = (step.host.clone(), target.path.to_string());
+        if !seen.insert(key.clone()) {
+            continue;
+        }
+        let new = after.get(&key).cloned().flatten();
+        // A whole-file template's old text is known when the facts read it (compose files).
+        let old = before.remove(&key).flatten();
+        let Some(new) = new else { continue };
+        if old.as_deref() == Some(new.as_str()) {
+            continue;
+        }
+        let (mut added, mut removed) = (0, 0);
+        for c in
+            similar::TextDiff::from_lines(old.as_deref().unwrap_or(""), &new).iter_all_changes()
+        {
+            match c.tag() {
+                similar::ChangeTag::Insert => added += 1,
+                similar::ChangeTag::Delete => removed += 1,
+                similar::ChangeTag::Equal => {}
+            }
+        }
+        out.push(crate::events::FileChange {
+            host: key.0,
+            path: key.1,
+            what: if old.is_none() { "create" } else { "edit" }.into(),
+            added,
+            removed,
+            new: old.is_none(),
+        });
+    }
+    out
 }
 
 /// A line per image: present, pulled (dry: pullable), or missing and why.

@@ -386,6 +386,7 @@ impl<R: Remote + 'static> Undo<'_, R> {
             id: "rollback".into(),
             host: host.to_string(),
             note: what.into(),
+            ms: None,
         });
     }
 
@@ -395,6 +396,7 @@ impl<R: Remote + 'static> Undo<'_, R> {
             id: "rollback".into(),
             host: host.to_string(),
             note: what.into(),
+            ms: None,
         });
     }
 
