@@ -242,7 +242,12 @@ pub fn prometheus_jobs(data: &[u8]) {
             }
         }
     }
-    comments_kept(old, &new);
+    // Comments inside a stale job of ours (same name, other content) go with it.
+    let ours_there =
+        parse(old).is_ok_and(|b| names(&b).iter().any(|n| n == "wukongim-1002-trace-metrics"));
+    if !ours_there {
+        comments_kept(old, &new);
+    }
     endings_kept(old, &new);
     assert_eq!(
         edit::set_prometheus_jobs(&new, &jobs).as_deref(),

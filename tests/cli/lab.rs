@@ -353,10 +353,12 @@ fn expand_adds_node2_for_real() {
     assert!(!dir.join(".wkctl").exists(), "a dry run writes no journal");
     checks_listed_are_checks_run(&dir);
     asks_before_it_changes_anything(&lab, &dir);
+    a_saved_plan_is_refused_once_anything_changed(&lab, &dir);
 
     // The real run; a second one started while it holds the lock is refused.
+    // The real run applies the reviewed plan (saved above), nothing else.
     let first = Command::new(env!("CARGO_BIN_EXE_wkctl"))
-        .args(["expand", "--add", "node2", "--yes"])
+        .args(["expand", "--plan", "node2.wkplan", "--yes"])
         .current_dir(&dir)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -742,13 +744,83 @@ fn json_stream(out: &str) -> Vec<serde_json::Value> {
     events
 }
 
+/// node1's and node2's files and processes, to compare before and after.
+fn node1_and_node2(lab: &Lab) -> Vec<(String, Vec<(u32, String)>)> {
+    ["node1", "node2"]
+        .iter()
+        .map(|h| snapshot(lab, h))
+        .collect()
+}
+
+/// `--dry-run --save` writes the plan with what the hosts look like (0600: it holds rendered
+/// files); `--plan` refuses it, changing nothing, once node1's compose file or the inventory
+/// changed since. The file stays for the real run, which applies it.
+fn a_saved_plan_is_refused_once_anything_changed(lab: &Lab, dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let saved = wkctl(
+        dir,
+        &[
+            "expand",
+            "--add",
+            "node2",
+            "--dry-run",
+            "--save",
+            "node2.wkplan",
+        ],
+    );
+    assert_eq!(saved.status.code(), Some(0), "{}", text(&saved.stderr));
+    let file = dir.join("node2.wkplan");
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(
+        (doc["v"].as_u64(), doc["add"].clone()),
+        (Some(1), serde_json::json!(["node2"]))
+    );
+    assert!(
+        doc["files"]["node1: ~/wukongim/docker-compose.yml"].is_string(),
+        "{doc}"
+    );
+    let before = node1_and_node2(lab);
+    // A hand edit on node1 between the review and the apply.
+    lab.sh("node1", "cp -p ~/wukongim/docker-compose.yml ~/compose.keep && echo '# by hand' >> ~/wukongim/docker-compose.yml").unwrap();
+    let edited = node1_and_node2(lab);
+    let stale = wkctl(dir, &["expand", "--plan", "node2.wkplan"]);
+    let err = text(&stale.stderr);
+    assert_eq!(stale.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("the saved plan does not hold any more")
+            && err.contains("node1: ~/wukongim/docker-compose.yml changed")
+            && err.contains("nothing was changed"),
+        "{err}"
+    );
+    let now = node1_and_node2(lab);
+    assert_eq!(now, edited, "a refused plan changed something");
+    lab.sh("node1", "mv ~/compose.keep ~/wukongim/docker-compose.yml")
+        .unwrap();
+    // The inventory edited since.
+    let inv = dir.join("cluster.yml");
+    let good = std::fs::read_to_string(&inv).unwrap();
+    std::fs::write(&inv, format!("{good}# reviewed\n")).unwrap();
+    let stale = wkctl(dir, &["expand", "--plan", "node2.wkplan"]);
+    let err = text(&stale.stderr);
+    assert_eq!(stale.status.code(), Some(3), "{err}");
+    assert!(err.contains("the inventory changed"), "{err}");
+    std::fs::write(&inv, good).unwrap();
+    let now = node1_and_node2(lab);
+    assert_eq!(now, before, "a refused plan changed something");
+    assert!(
+        !dir.join(".wkctl").exists(),
+        "a refused plan started a journal"
+    );
+}
+
 /// After preflight, a run says what it will change and asks: without a terminal it needs
 /// --yes (exit 2); on one, anything but y stops it (exit 1). Either way nothing changes.
 fn asks_before_it_changes_anything(lab: &Lab, dir: &std::path::Path) {
-    let before: Vec<_> = ["node1", "node2"]
-        .iter()
-        .map(|h| snapshot(lab, h))
-        .collect();
+    let before = node1_and_node2(lab);
     let out = Command::new(env!("CARGO_BIN_EXE_wkctl"))
         .args(["expand", "--add", "node2"])
         .current_dir(dir)
@@ -801,10 +873,7 @@ fn asks_before_it_changes_anything(lab: &Lab, dir: &std::path::Path) {
         shown.contains("Do you want to continue?") && shown.contains("not confirmed"),
         "{shown}"
     );
-    let after: Vec<_> = ["node1", "node2"]
-        .iter()
-        .map(|h| snapshot(lab, h))
-        .collect();
+    let after = node1_and_node2(lab);
     assert_eq!(before, after, "a run not confirmed changed something");
     assert!(
         !dir.join(".wkctl").exists(),
@@ -1009,6 +1078,42 @@ fn a_nginx_conf_nginx_rejects_is_taken_back() {
             && err.contains("--allow-version-mix"),
         "{err}"
     );
+    // The resume's preflight sees node2's build once the cluster counts node2 online and its
+    // slots have moved (the run stops as soon as node2's API answers, which can be before).
+    let ip3 = lab.host("node3").ip.clone();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let t = Instant::now();
+    loop {
+        let (online, settled) = rt.block_on(async {
+            let nodes = get(&lab, &ip3, 5001, "/cluster/simpleNodes").await;
+            let info = get(&lab, &ip3, 5001, "/cluster/info").await;
+            let online = nodes.is_some_and(|(_, v)| {
+                v["data"].as_array().is_some_and(|a| {
+                    a.iter()
+                        .any(|n| n["id"] == 1002 && n["online"] == 1 && n["status"] == 3)
+                })
+            });
+            let settled = info.is_some_and(|(_, v)| {
+                v["slots"].as_array().is_some_and(|s| {
+                    !s.is_empty()
+                        && s.iter().all(|x| {
+                            x["leader"].as_u64().unwrap_or(0) != 0
+                                && x["migrateFrom"].as_u64().unwrap_or(0) == 0
+                                && x["migrateTo"].as_u64().unwrap_or(0) == 0
+                        })
+                })
+            });
+            (online, settled)
+        });
+        if online && settled {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "node2 never settled in node3's cluster"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let refused = wkctl(&dir, &["resume"]);
     let said = format!("{}{}", text(&refused.stdout), text(&refused.stderr));
     assert_eq!(refused.status.code(), Some(3), "{said}");

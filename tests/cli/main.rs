@@ -192,6 +192,62 @@ fn offline_needs_dry_run() {
     assert!(text(&out.stderr).contains("--dry-run"));
 }
 
+/// `--save` needs a dry run; `--plan` is not given nodes of its own; a file that is not a
+/// saved plan is refused before any host is contacted (the example's hosts are not reachable
+/// from here, and are never tried).
+#[test]
+fn saved_plan_usage_errors() {
+    let save = wkctl(&[
+        "-i",
+        "examples/cluster.yml",
+        "expand",
+        "--add",
+        "node2",
+        "--save",
+        "p.wkplan",
+    ]);
+    assert_eq!(save.status.code(), Some(2));
+    assert!(
+        text(&save.stderr).contains("--dry-run"),
+        "{}",
+        text(&save.stderr)
+    );
+    let both = wkctl(&[
+        "-i",
+        "examples/cluster.yml",
+        "expand",
+        "--add",
+        "node2",
+        "--plan",
+        "p.wkplan",
+    ]);
+    assert_eq!(both.status.code(), Some(2));
+    assert!(
+        text(&both.stderr).contains("cannot be used with"),
+        "{}",
+        text(&both.stderr)
+    );
+    let dir = std::env::temp_dir().join(format!("wkctl-saved-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let not_a_plan = dir.join("p.wkplan");
+    std::fs::write(&not_a_plan, "{\"steps\": []}").unwrap();
+    let out = wkctl(&[
+        "-i",
+        "examples/cluster.yml",
+        "expand",
+        "--plan",
+        not_a_plan.to_str().unwrap(),
+    ]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("is not a saved plan of wkctl") && err.contains("--save"),
+        "{err}"
+    );
+    assert!(!err.contains("cannot connect"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn a_missing_inventory_says_where_it_looked() {
     let out = wkctl(&[

@@ -13,6 +13,8 @@ pub enum Selector {
 pub enum EditError {
     #[error("the file does not parse as YAML: {0}")]
     Parse(String),
+    #[error("the file does not parse as nginx reads it: {0}")]
+    NginxParse(String),
     #[error("{0}")]
     NotFound(String),
     #[error("cannot edit this file safely: {0}; edit it by hand (wkctl changed nothing)")]
@@ -240,9 +242,11 @@ pub fn find_service(text: &str, sel: &Selector) -> Result<String, EditError> {
     }
 }
 
-/// A service's environment as `(name, value)`, whichever form it is written in.
+/// A service's environment as `(name, value)`, whichever form it is written in: each name
+/// once, in the order names first appear, with the value Compose uses (a list that sets a name
+/// twice: the last one).
 pub fn service_env(doc: &Yaml, service: &str) -> Vec<(String, String)> {
-    match doc
+    let written: Vec<(String, String)> = match doc
         .get("services")
         .and_then(|s| s.get(service))
         .and_then(|s| s.get("environment"))
@@ -260,7 +264,15 @@ pub fn service_env(doc: &Yaml, service: &str) -> Vec<(String, String)> {
             .map(|(k, v)| (k.clone(), v.scalar().unwrap_or_default()))
             .collect(),
         _ => Vec::new(),
+    };
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (k, v) in written {
+        match out.iter_mut().find(|(ok, _)| *ok == k) {
+            Some(e) => e.1 = v,
+            None => out.push((k, v)),
+        }
     }
+    out
 }
 
 fn service_block(lines: &[Line], service: &str) -> Result<(usize, (usize, usize)), EditError> {
@@ -438,12 +450,17 @@ fn expected_env<'d>(doc: &'d mut Yaml, service: &str) -> Result<&'d mut Yaml, Ed
 fn set_expected(env: &mut Yaml, k: &str, v: &str, service: &str) -> Result<(), EditError> {
     match env {
         Yaml::Seq(items) => {
-            match items.iter_mut().find(|y| {
+            // Every item that sets it (a name set twice must not keep its old value last).
+            let mut found = false;
+            for y in items.iter_mut().filter(|y| {
                 y.scalar()
                     .is_some_and(|s| s.split_once('=').map(|x| x.0) == Some(k) || s == k)
             }) {
-                Some(y) => *y = Yaml::Str(format!("{k}={v}")),
-                None => items.push(Yaml::Str(format!("{k}={v}"))),
+                *y = Yaml::Str(format!("{k}={v}"));
+                found = true;
+            }
+            if !found {
+                items.push(Yaml::Str(format!("{k}={v}")));
             }
         }
         Yaml::Map(m) => match m.iter_mut().find(|(mk, _)| mk == k) {
@@ -459,8 +476,8 @@ fn set_expected(env: &mut Yaml, k: &str, v: &str, service: &str) -> Result<(), E
     Ok(())
 }
 
-/// Gives `k` the value `v` on the environment item line that sets it, in its own quoting;
-/// false when no item sets `k`.
+/// Gives `k` the value `v` on every environment item line that sets it, each in its own
+/// quoting; false when no item sets `k`.
 fn set_env_line(
     lines: &[Line],
     raw: &mut [String],
@@ -468,6 +485,7 @@ fn set_env_line(
     list: bool,
     (k, v): (&str, &str),
 ) -> bool {
+    let mut found = false;
     for &j in items {
         let line = raw[j].clone();
         if list {
@@ -480,17 +498,17 @@ fn set_env_line(
             };
             if unq.split_once('=').map(|(ik, _)| ik) == Some(k) || unq == k {
                 raw[j] = replace_scalar(&line, at, &render(&format!("{k}={v}"), quote_of(item)));
-                return true;
+                found = true;
             }
         } else if let Some((ik, val)) = key_of(&lines[j].code) {
             if ik == k {
                 let at = line.len() - line.trim_start().len() + lines[j].code.len() - val.len();
                 raw[j] = replace_scalar(&line, at, &render(v, quote_of(val)));
-                return true;
+                found = true;
             }
         }
     }
-    false
+    found
 }
 
 /// A new environment entry written as `last` is (a list item or a key, with its quoting).
@@ -606,6 +624,31 @@ fn job_key(job: &Yaml) -> (Option<String>, Vec<String>, Option<String>) {
     (name, targets, id)
 }
 
+/// The first line of each job of `scrape_configs`' block `b`, and their indent. The lines must
+/// show the `jobs` jobs the document has, one item line each (a quoted value over several lines
+/// can look like more, or fewer): otherwise the file is not edited.
+fn job_items(
+    lines: &[Line],
+    b: (usize, usize),
+    jobs: usize,
+) -> Result<(Vec<usize>, usize), EditError> {
+    let items: Vec<usize> = (b.0..b.1)
+        .filter(|&j| lines[j].code.starts_with("- "))
+        .collect();
+    let item_indent = items.first().map(|&j| lines[j].indent).unwrap_or(2);
+    let items: Vec<usize> = items
+        .into_iter()
+        .filter(|&j| lines[j].indent == item_indent)
+        .collect();
+    if items.len() != jobs {
+        return Err(EditError::Unsafe(format!(
+            "`scrape_configs` holds {jobs} jobs, but its lines show {} (a value over several lines?)",
+            items.len()
+        )));
+    }
+    Ok((items, item_indent))
+}
+
 /// Adds scrape jobs (`jobs`: a YAML list at column 0). A job already there with the same `id`
 /// label, or by name, or by the same targets (a job an operator wrote by hand), is left alone
 /// when it is the node's or the same, and replaced when only its name matches and its content
@@ -665,14 +708,7 @@ fn set_prometheus_jobs_lf(text: &str, jobs: &str) -> Result<String, EditError> {
                 ));
             }
             let b = block(&lines, sc);
-            let items: Vec<usize> = (b.0..b.1)
-                .filter(|&j| lines[j].code.starts_with("- "))
-                .collect();
-            let item_indent = items.first().map(|&j| lines[j].indent).unwrap_or(2);
-            let items: Vec<usize> = items
-                .into_iter()
-                .filter(|&j| lines[j].indent == item_indent)
-                .collect();
+            let (items, item_indent) = job_items(&lines, b, existing.len())?;
             // Replacements first (from the bottom, so line numbers hold), then additions.
             let mut replace: Vec<(usize, usize, usize)> = plan
                 .iter()

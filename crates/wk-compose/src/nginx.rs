@@ -61,8 +61,10 @@ fn tokenize(text: &str) -> Result<Vec<Token>, String> {
                         return Err(format!("line {}: a quote is never closed", line_of(start)));
                     }
                     if b[i] == b'\\' && i + 1 < b.len() {
-                        value.push(b[i + 1] as char);
-                        i += 2;
+                        // The escaped character whole (it may take several bytes).
+                        let ch = text[i + 1..].chars().next().expect("in bounds");
+                        value.push(ch);
+                        i += 1 + ch.len_utf8();
                         continue;
                     }
                     if b[i] == c {
@@ -80,17 +82,18 @@ fn tokenize(text: &str) -> Result<Vec<Token>, String> {
                 });
             }
             _ => {
+                // As nginx reads a word: it ends at white space, `;` or a `{` that does not
+                // follow `$` (`${var}`); a `}` inside a word is part of it; `\` takes the next
+                // byte as it is.
                 let start = i;
-                while i < b.len()
-                    && !matches!(b[i], b' ' | b'\t' | b'\r' | b'\n' | b';' | b'{' | b'}')
-                {
-                    // `${var}` keeps its braces inside a word.
-                    if b[i] == b'$' && i + 1 < b.len() && b[i + 1] == b'{' {
-                        while i < b.len() && b[i] != b'}' {
-                            i += 1;
-                        }
+                while i < b.len() && !matches!(b[i], b' ' | b'\t' | b'\r' | b'\n' | b';') {
+                    if b[i] == b'{' && !(i > start && b[i - 1] == b'$') {
+                        break;
                     }
-                    i += 1;
+                    i += match (b[i], text.get(i + 1..).and_then(|t| t.chars().next())) {
+                        (b'\\', Some(next)) => 1 + next.len_utf8(),
+                        _ => 1,
+                    };
                 }
                 out.push(Token {
                     tok: Tok::Word(text[start..i.min(b.len())].to_string()),
@@ -211,7 +214,7 @@ fn upstreams<'a>(ds: &'a [Directive], out: &mut Vec<&'a Directive>) {
 /// The upstreams of a file and their servers' addresses, in order: what wkctl asks for when it
 /// reads its own rendered template.
 pub fn upstream_servers(text: &str) -> Result<Vec<(String, Vec<String>)>, EditError> {
-    let ds = parse(text).map_err(EditError::Parse)?;
+    let ds = parse(text).map_err(EditError::NginxParse)?;
     let mut ups = Vec::new();
     upstreams(&ds, &mut ups);
     Ok(ups
@@ -282,7 +285,7 @@ fn set_upstream_servers_lf(
     text: &str,
     wanted: &[(String, Vec<String>)],
 ) -> Result<String, EditError> {
-    let ds = parse(text).map_err(EditError::Parse)?;
+    let ds = parse(text).map_err(EditError::NginxParse)?;
     let mut ups = Vec::new();
     upstreams(&ds, &mut ups);
     // (byte offset, text to insert), applied back to front.

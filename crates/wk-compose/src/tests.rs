@@ -97,6 +97,7 @@ macro_rules! cases {
 cases!(
     singlenode_env,
     env_empty_item,
+    env_duplicate_key,
     map_env_wukongim1,
     add_nginx,
     replace_nginx,
@@ -106,9 +107,11 @@ cases!(
     prometheus_grow,
     refuse_flow_env,
     refuse_anchor,
+    refuse_prometheus_multiline,
     no_wukongim,
     two_wukongim,
     nginx_by_hand,
+    nginx_dollar_brace,
     nginx_as_wanted,
     nginx_empty_upstream,
     nginx_stream_only_tcp,
@@ -165,4 +168,21 @@ fn only_the_intended_lines_change() {
             == "- \"WK_CLUSTER_APIURL=http://10.0.0.11:5001\" # intranet address of the API"),
         "comments stay: {added:?}"
     );
+}
+
+/// What the fuzzers found in nginx.conf's reader, as a test: an escaped character of more than
+/// one byte inside quotes, or in a word, is read whole (it panicked on a char boundary).
+#[test]
+fn nginx_escapes_of_multibyte_characters() {
+    let wanted = vec![(
+        "wukongimapi".to_string(),
+        vec!["10.0.0.12:5001".to_string()],
+    )];
+    for conf in [
+        "http {\n    upstream wukongimapi {\n        server 10.0.0.11:5001;\n    }\n    log_format x '\\ߛ';\n}\n",
+        "http {\n    upstream wukongimapi {\n        server 10.0.0.11:5001;\n    }\n    log_format x a\\ߛb;\n}\n",
+    ] {
+        let out = set_upstream_servers(conf, &wanted).unwrap();
+        assert!(out.contains("        server 10.0.0.12:5001;\n"), "{out}");
+    }
 }

@@ -35,6 +35,10 @@ pub struct Options {
     pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
     /// Asked, with what the run will change, before its first change (`None`: go on).
     pub confirm: Option<std::sync::Arc<dyn crate::events::Confirm>>,
+    /// A dry run whose plan is saved (`--save`): every file the plan writes is read and hashed.
+    pub saving: bool,
+    /// Apply this saved plan and nothing else (`--plan`): refused if anything changed since.
+    pub expect: Option<crate::saved::SavedPlan>,
 }
 
 /// What a resumed run carries over from its journal.
@@ -61,6 +65,8 @@ pub struct Outcome {
     pub plan: Plan,
     pub changed: usize,
     pub ok: usize,
+    /// A dry run's plan with what the hosts looked like, for `--save`.
+    pub saved: Option<crate::saved::SavedPlan>,
 }
 
 pub struct Engine<R: Remote> {

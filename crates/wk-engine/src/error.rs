@@ -22,6 +22,9 @@ pub enum EngineError {
         path: String,
         holder: String,
     },
+    /// A saved plan (`--plan`) no longer holds: what changed since it was made.
+    #[error("the saved plan does not hold any more:\n  {0}\n  nothing was changed. Make a new one (`wkctl expand --add NODE --dry-run --save FILE`), review it, and apply that")]
+    PlanStale(String),
     /// The operator answered no at the prompt.
     #[error("not confirmed ({0}); nothing was changed")]
     Declined(String),
@@ -45,7 +48,7 @@ impl EngineError {
         match self {
             EngineError::Input(_) | EngineError::NeedsYes(_) => 2,
             EngineError::Declined(_) => 1,
-            EngineError::Host(_) | EngineError::Preflight { .. } => 3,
+            EngineError::Host(_) | EngineError::Preflight { .. } | EngineError::PlanStale(_) => 3,
             EngineError::Locked { .. } => 4,
             EngineError::Interrupted { .. } => 130,
             EngineError::Step { .. } => 1,

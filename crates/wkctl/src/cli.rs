@@ -152,13 +152,28 @@ pub struct ExpandArgs {
         long = "add",
         value_name = "NODE",
         value_delimiter = ',',
-        required = true
+        required_unless_present = "plan"
     )]
     pub add: Vec<String>,
 
     /// Show every step, file diff and command; change nothing.
     #[arg(long)]
     pub dry_run: bool,
+
+    /// With --dry-run: save the plan, with what every host and the cluster look like now (file
+    /// hashes, services, members), for a review; `--plan FILE` applies exactly that plan.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "dry_run",
+        conflicts_with = "offline"
+    )]
+    pub save: Option<PathBuf>,
+
+    /// Apply a plan saved with --save, and nothing else: refused (exit 3, nothing changed) when
+    /// a host, the cluster, the inventory, the playbook or the templates changed since.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["add", "dry_run"])]
+    pub plan: Option<PathBuf>,
 
     /// With --dry-run: contact no host at all; what only the hosts can tell is shown as placeholders.
     #[arg(long, requires = "dry_run")]

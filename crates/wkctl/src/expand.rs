@@ -13,16 +13,31 @@ pub fn run(cli: &Cli, args: &ExpandArgs, out: &mut dyn Write) -> Result<(), Fail
     if args.offline {
         return offline(cli, args, &inventory, &text, &sources, out);
     }
-    // Bad input is refused before any host is contacted.
+    // A saved plan names the nodes; it is read (and refused if it is none) before any host
+    // is contacted, as bad input is.
+    let expect = match &args.plan {
+        Some(path) => {
+            let name = path.display().to_string();
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                Failure::bad_input(format!("cannot read the saved plan {name}: {e}"))
+            })?;
+            Some(wk_engine::saved::SavedPlan::parse(&name, &text).map_err(engine_failure)?)
+        }
+        None => None,
+    };
+    let add = expect
+        .as_ref()
+        .map(|p| p.add.clone())
+        .unwrap_or_else(|| args.add.clone());
     inventory
-        .check_additions(&args.add)
+        .check_additions(&add)
         .map_err(|d| Failure::bad_input(output::diagnostics(&d)))?;
-    engine_run(
+    let outcome = engine_run(
         cli,
         &inventory,
         &text,
         &sources,
-        args.add.clone(),
+        add,
         Flags {
             dry_run: args.dry_run,
             force_unlock: args.force_unlock,
@@ -30,9 +45,38 @@ pub fn run(cli: &Cli, args: &ExpandArgs, out: &mut dyn Write) -> Result<(), Fail
             allow_version_mix: args.allow_version_mix,
             parallel: args.parallel as usize,
             yes: args.yes,
+            saving: args.save.is_some(),
+            expect,
         },
         None,
-    )
+    )?;
+    if let (Some(path), Some(saved)) = (&args.save, outcome.saved) {
+        let json = serde_json::to_string_pretty(&saved).unwrap_or_default() + "\n";
+        write_private(path, json.as_bytes()).map_err(|e| Failure {
+            code: crate::exit::FAILED,
+            message: format!("cannot write the saved plan {}: {e}", path.display()),
+        })?;
+        eprintln!(
+            "saved the plan to {} (it holds the rendered files, secrets too: keep it as you keep the inventory); apply exactly it with `wkctl expand --plan {}`",
+            path.display(),
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Writes a file only its owner can read (0600): a saved plan holds rendered compose files.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
 }
 
 /// How a run goes, as the command line says.
@@ -43,6 +87,8 @@ struct Flags {
     allow_version_mix: bool,
     parallel: usize,
     yes: bool,
+    saving: bool,
+    expect: Option<wk_engine::saved::SavedPlan>,
 }
 
 /// `wkctl check`: the expansion's preflight, stopping before anything would change.
@@ -64,9 +110,12 @@ pub fn check(cli: &Cli, args: &crate::cli::CheckArgs) -> Result<(), Failure> {
             allow_version_mix: args.allow_version_mix,
             parallel: 8,
             yes: false,
+            saving: false,
+            expect: None,
         },
         None,
     )
+    .map(|_| ())
 }
 
 fn engine_run(
@@ -77,7 +126,7 @@ fn engine_run(
     add: Vec<String>,
     flags: Flags,
     resume: Option<wk_engine::Resume>,
-) -> Result<(), Failure> {
+) -> Result<wk_engine::Outcome, Failure> {
     let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let reporter: Arc<dyn wk_engine::Reporter> = match cli.output {
         OutputFormat::Json => Arc::new(output::JsonLines),
@@ -100,6 +149,8 @@ fn engine_run(
         command: std::env::args().collect::<Vec<_>>().join(" "),
         owner: owner(),
         confirm: Some(Arc::new(output::Ask { yes: flags.yes })),
+        saving: flags.saving,
+        expect: flags.expect,
     };
     let rt = crate::runtime()?;
     rt.block_on(async {
@@ -136,7 +187,7 @@ fn engine_run(
         for h in hosts.values() {
             h.close().await;
         }
-        result.map(|_| ()).map_err(engine_failure)
+        result.map_err(engine_failure)
     })
 }
 
@@ -376,9 +427,12 @@ pub fn resume(cli: &Cli, args: &crate::cli::ResumeArgs) -> Result<(), Failure> {
             allow_version_mix: args.allow_version_mix || state.allow_version_mix,
             parallel: args.parallel as usize,
             yes: args.yes,
+            saving: false,
+            expect: None,
         },
         Some(state),
     )
+    .map(|_| ())
 }
 
 /// `wkctl rollback [ID]`.

@@ -85,6 +85,7 @@ impl<R: Remote + 'static> Engine<R> {
             members: Vec::new(),
             checks: Vec::new(),
             changes: Vec::new(),
+            file_shas: BTreeMap::new(),
         })
     }
 }

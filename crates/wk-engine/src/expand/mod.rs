@@ -13,6 +13,7 @@ use crate::engine::{Engine, Options, Outcome};
 use crate::error::EngineError;
 use crate::events::{Answer, Event, Summary};
 use crate::facts::{HostState, Probe};
+use crate::saved::SavedPlan;
 
 mod gather;
 mod members;
@@ -76,6 +77,8 @@ pub(super) struct Planned {
     /// The files the plan changes, and the nodes that still have to join.
     pub changes: Vec<crate::events::FileChange>,
     pub joins: Vec<String>,
+    /// The plan with what the hosts and the cluster looked like (`--save`, `--plan`).
+    pub saved: SavedPlan,
 }
 
 impl Planned {
@@ -154,6 +157,8 @@ pub(super) struct Known {
     pub checks: Vec<CheckRow>,
     /// The files the plan changes, as its trial found them.
     pub changes: Vec<crate::events::FileChange>,
+    /// Every file the plan writes (`host: path`) and the sha256 of what it holds now.
+    pub file_shas: BTreeMap<String, Option<String>>,
 }
 
 impl Known {
@@ -190,11 +195,22 @@ impl<R: Remote + 'static> Engine<R> {
         if opts.check_only {
             return Ok(self.checked(planned.plan));
         }
+        if let Some(want) = &opts.expect {
+            let differ = want.differences(&planned.saved);
+            if !differ.is_empty() {
+                return Err(EngineError::PlanStale(differ.join("\n  ")));
+            }
+        }
         if !opts.dry_run {
             ask(self, opts.confirm.as_deref(), &planned.summary(opts))?;
         }
         let run = self.prepare(opts, &planned)?;
-        self.run(opts, planned.plan, run, started).await
+        let saved = planned.saved;
+        let mut out = self.run(opts, planned.plan, run, started).await?;
+        if opts.dry_run {
+            out.saved = Some(saved);
+        }
+        Ok(out)
     }
 }
 

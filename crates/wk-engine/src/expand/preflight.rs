@@ -70,6 +70,7 @@ impl<R: Remote + 'static> Engine<R> {
                     .map(|a| format!("{} ({})", a.name, a.id))
                     .collect(),
                 changes: std::mem::take(&mut k.changes),
+                saved: self.saved_plan(opts, &k, &plan),
                 plan,
                 token,
                 version,
@@ -77,6 +78,42 @@ impl<R: Remote + 'static> Engine<R> {
             _ => Err(EngineError::Preflight {
                 failed: failed.max(1),
             }),
+        }
+    }
+
+    /// The plan, with what the hosts and the cluster look like now.
+    fn saved_plan(&self, opts: &Options, k: &Known, plan: &Plan) -> crate::saved::SavedPlan {
+        let sha = |s: &str| crate::journal::sha256_hex(s.as_bytes());
+        let mut sources = self.sources.playbook.clone();
+        for (name, text) in &self.sources.templates {
+            sources.push_str(&format!("\0{name}\0{text}"));
+        }
+        crate::saved::SavedPlan {
+            v: crate::saved::SAVED_VERSION,
+            add: opts.add.clone(),
+            inventory_sha256: sha(&self.inv_text),
+            sources_sha256: sha(&sources),
+            members: k
+                .cluster
+                .iter()
+                .map(|c| format!("{} {} {}", c.id, c.cluster_addr, c.status))
+                .collect(),
+            files: k.file_shas.clone(),
+            services: k
+                .states
+                .iter()
+                .map(|(h, st)| {
+                    let mut v: Vec<String> = st
+                        .services
+                        .0
+                        .iter()
+                        .map(|c| format!("{} {}", c.service, c.status))
+                        .collect();
+                    v.sort();
+                    (h.clone(), v)
+                })
+                .collect(),
+            plan: serde_json::to_value(plan).unwrap_or_default(),
         }
     }
 
@@ -90,6 +127,7 @@ impl<R: Remote + 'static> Engine<R> {
             plan,
             changed: 0,
             ok: 0,
+            saved: None,
         }
     }
 
@@ -747,7 +785,7 @@ fn new_node_checks(opts: &Options, scope: &Scope, k: &mut Known) {
         if !taken.is_empty() {
             taken.join("; ")
         } else if free.is_empty() {
-            "no node of this run still has to join: every one is a member already".into()
+            "no node of this run needs a free id now: each is a member already, or was started by the run being resumed".into()
         } else {
             format!(
                 "no member of the cluster ({members}) has id {}",

@@ -114,6 +114,7 @@ impl<R: Remote + 'static> Engine<R> {
             plan,
             changed,
             ok,
+            saved: None,
         })
     }
 

@@ -71,8 +71,21 @@ impl<R: Remote + 'static> Engine<R> {
                 known.insert((name.clone(), prom), st.prometheus_text.clone());
             }
         }
-        let (edits, after, mut before) = self.try_edits(&plan, known).await;
+        // A saved plan records every file it writes, whole-file templates too.
+        let read_all = opts.saving || opts.expect.is_some();
+        let (edits, after, mut before) = self.try_edits(&plan, known, read_all).await;
         k.checks.extend(edits);
+        k.file_shas = before
+            .iter()
+            .filter(|(key, _)| after.contains_key(*key))
+            .map(|((h, p), text)| {
+                (
+                    format!("{h}: {p}"),
+                    text.as_deref()
+                        .map(|t| crate::journal::sha256_hex(t.as_bytes())),
+                )
+            })
+            .collect();
         k.changes = file_changes(&plan, &mut before, &after);
         k.checks
             .extend(self.check_images(&plan, &after, opts.dry_run).await);
@@ -82,7 +95,12 @@ impl<R: Remote + 'static> Engine<R> {
     /// Every file edit of the plan, in plan order, on the files as the hosts hold them now
     /// (nothing is written). A check per host: all apply, or which cannot and why; the files
     /// after the edits, and as they were.
-    async fn try_edits(&self, plan: &Plan, mut files: Files) -> (Vec<CheckRow>, Files, Files) {
+    async fn try_edits(
+        &self,
+        plan: &Plan,
+        mut files: Files,
+        read_all: bool,
+    ) -> (Vec<CheckRow>, Files, Files) {
         let mut tried: BTreeMap<String, (usize, Vec<String>)> = BTreeMap::new();
         let mut originals = files.clone();
         for step in &plan.steps {
@@ -93,7 +111,7 @@ impl<R: Remote + 'static> Engine<R> {
             let path = target.path.to_string();
             let key = (step.host.clone(), path.clone());
             let entry = tried.entry(step.host.clone()).or_default();
-            if target.reads && !files.contains_key(&key) {
+            if (target.reads || read_all) && !files.contains_key(&key) {
                 let text = match self.remote(&step.host) {
                     Ok(r) => match r.read_file(&path).await {
                         Ok(f) => f.map(|f| String::from_utf8_lossy(&f.content).into_owned()),

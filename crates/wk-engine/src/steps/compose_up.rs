@@ -208,6 +208,7 @@ impl ComposeUp<'_> {
         };
         let t = Instant::now();
         let mut last: String;
+        let mut poll = crate::poll::Poll::up_to(Duration::from_millis(300));
         loop {
             match cx.r.tunnel(&node.internal_address, PORT_API).await {
                 Ok(tn) => match Api::new(&step.host, &tn.socket, &tn.target, cx.run.token.clone())
@@ -223,7 +224,7 @@ impl ComposeUp<'_> {
             if t.elapsed() > Duration::from_secs(120) {
                 return Err(step_err(step, format!("WuKongIM did not work in its cluster again within 120 s after its restart (last: {last}); see `docker compose logs` on the host")));
             }
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            poll.sleep().await;
         }
     }
 

@@ -66,6 +66,7 @@ async fn prometheus_loaded<R: Remote + 'static>(
     let t = Instant::now();
     let mut missing = want.clone();
     let mut last = String::new();
+    let mut poll = crate::poll::Poll::up_to(Duration::from_millis(200));
     while t.elapsed() < Duration::from_secs(10) {
         match cx.r.tunnel(&h, p).await {
             Ok(tn) => match wk_cluster::prometheus_config(&step.host, &tn.socket, &tn.target).await
@@ -81,7 +82,7 @@ async fn prometheus_loaded<R: Remote + 'static>(
             },
             Err(e) => last = e.to_string(),
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        poll.sleep().await;
     }
     Err(step_err(
         step,

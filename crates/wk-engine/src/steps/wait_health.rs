@@ -38,6 +38,7 @@ impl<R: Remote + 'static> Kind<R> for WaitHealth<'_> {
             let (h, p) = split_addr(address);
             let t = Instant::now();
             let mut last = String::new();
+            let mut poll = crate::poll::Poll::up_to(Duration::from_millis(500));
             while t.elapsed() < Duration::from_secs(timeout_secs) {
                 let answer = match cx.r.tunnel(&h, p).await {
                     Ok(tunnel) => Some(
@@ -61,7 +62,7 @@ impl<R: Remote + 'static> Kind<R> for WaitHealth<'_> {
                     Some(Err(e)) => last = e.to_string(),
                     None => {}
                 }
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                poll.sleep().await;
             }
             Err(step_err(step, format!("http://{address}{path} did not answer 200 within {timeout_secs} s (last: {last})")))
         })

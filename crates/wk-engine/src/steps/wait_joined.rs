@@ -148,6 +148,7 @@ impl WaitJoined {
         let start = Instant::now();
         let mut last_status = 0u8;
         let mut polls = 0;
+        let mut poll = crate::poll::Poll::up_to(Duration::from_millis(500));
         // The node's build, compared once it tells it (its /health answered already).
         let mut build_checked = cx.run.version.is_none();
         loop {
@@ -195,7 +196,7 @@ impl WaitJoined {
             if start.elapsed() >= Duration::from_secs(self.timeout_secs) {
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            poll.sleep().await;
         }
         self.stuck(cx, &m, last_status).await
     }
