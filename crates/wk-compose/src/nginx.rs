@@ -331,7 +331,9 @@ fn set_upstream_servers_lf(
             continue;
         }
         // Parameters of a member line already there (weights and failure limits apply to every
-        // member alike); `backup` and `down` are one server's state, not a default.
+        // member alike); `backup` and `down` are one server's state, not a default. Only plain
+        // `name` or `name=value` words are copied: a quoted or odd one could not be written
+        // back as it was read.
         let params: Vec<&str> = present
             .iter()
             .rev()
@@ -341,6 +343,11 @@ fn set_upstream_servers_lf(
                     .iter()
                     .map(String::as_str)
                     .filter(|p| *p != "backup" && *p != "down")
+                    .filter(|p| {
+                        !p.is_empty()
+                            && p.chars()
+                                .all(|c| c.is_ascii_alphanumeric() || "=_.:-".contains(c))
+                    })
                     .collect()
             })
             .unwrap_or_default();

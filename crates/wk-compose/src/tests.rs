@@ -186,3 +186,19 @@ fn nginx_escapes_of_multibyte_characters() {
         assert!(out.contains("        server 10.0.0.12:5001;\n"), "{out}");
     }
 }
+
+/// A member line whose parameters cannot be written back as read (a quoted word over two
+/// lines, found by the fuzzer): the new line copies only the plain ones.
+#[test]
+fn nginx_copies_only_plain_parameters() {
+    let wanted = vec![(
+        "wukongimapi".to_string(),
+        vec!["10.0.0.11:5001".to_string(), "10.0.0.12:5001".to_string()],
+    )];
+    let conf = "http {\n    upstream wukongimapi {\n        server 10.0.0.11:5001 max_fails=3 \"odd\nword\";\n    }\n}\n";
+    let out = set_upstream_servers(conf, &wanted).unwrap();
+    assert!(
+        out.contains("\n        server 10.0.0.12:5001 max_fails=3;\n"),
+        "{out}"
+    );
+}
