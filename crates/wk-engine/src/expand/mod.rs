@@ -74,11 +74,12 @@ pub(super) struct Planned {
     pub plan: wk_plan::Plan,
     pub token: Option<String>,
     pub version: Option<String>,
-    /// The files the plan changes, and the nodes that still have to join.
+    /// The files the plan changes, and the nodes that still have to join (name, id).
     pub changes: Vec<crate::events::FileChange>,
-    pub joins: Vec<String>,
-    /// The plan with what the hosts and the cluster looked like (`--save`, `--plan`).
-    pub saved: SavedPlan,
+    pub joins: Vec<(String, u16)>,
+    /// The plan with what the hosts and the cluster looked like, made only for `--save` and
+    /// `--plan`.
+    pub saved: Option<SavedPlan>,
 }
 
 impl Planned {
@@ -90,17 +91,7 @@ impl Planned {
             .changes
             .iter()
             .map(|c| c.host.as_str())
-            .chain(
-                self.plan
-                    .adding
-                    .iter()
-                    .filter(|a| {
-                        self.joins
-                            .iter()
-                            .any(|j| j.starts_with(&format!("{} (", a.name)))
-                    })
-                    .map(|a| a.name.as_str()),
-            )
+            .chain(self.joins.iter().map(|(name, _)| name.as_str()))
             .collect();
         let services = self
             .plan
@@ -125,7 +116,11 @@ impl Planned {
             hosts: touched.iter().map(|h| h.to_string()).collect(),
             files: self.changes.clone(),
             services,
-            joins: self.joins.clone(),
+            joins: self
+                .joins
+                .iter()
+                .map(|(name, id)| format!("{name} ({id})"))
+                .collect(),
             undo: match &opts.resume {
                 Some(r) => format!("wkctl rollback {}", r.run_id),
                 None => "wkctl rollback (this run: the last one)".into(),
@@ -195,8 +190,8 @@ impl<R: Remote + 'static> Engine<R> {
         if opts.check_only {
             return Ok(self.checked(planned.plan));
         }
-        if let Some(want) = &opts.expect {
-            let differ = want.differences(&planned.saved);
+        if let (Some(want), Some(now)) = (&opts.expect, &planned.saved) {
+            let differ = want.differences(now);
             if !differ.is_empty() {
                 return Err(EngineError::PlanStale(differ.join("\n  ")));
             }
@@ -208,7 +203,7 @@ impl<R: Remote + 'static> Engine<R> {
         let saved = planned.saved;
         let mut out = self.run(opts, planned.plan, run, started).await?;
         if opts.dry_run {
-            out.saved = Some(saved);
+            out.saved = saved;
         }
         Ok(out)
     }

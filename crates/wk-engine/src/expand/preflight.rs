@@ -67,10 +67,11 @@ impl<R: Remote + 'static> Engine<R> {
                     .adding
                     .iter()
                     .filter(|a| !k.already.contains(&a.name))
-                    .map(|a| format!("{} ({})", a.name, a.id))
+                    .map(|a| (a.name.clone(), a.id))
                     .collect(),
                 changes: std::mem::take(&mut k.changes),
-                saved: self.saved_plan(opts, &k, &plan),
+                saved: (opts.saving || opts.expect.is_some())
+                    .then(|| self.saved_plan(opts, &k, &plan)),
                 plan,
                 token,
                 version,

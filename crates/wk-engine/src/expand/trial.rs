@@ -75,17 +75,19 @@ impl<R: Remote + 'static> Engine<R> {
         let read_all = opts.saving || opts.expect.is_some();
         let (edits, after, mut before) = self.try_edits(&plan, known, read_all).await;
         k.checks.extend(edits);
-        k.file_shas = before
-            .iter()
-            .filter(|(key, _)| after.contains_key(*key))
-            .map(|((h, p), text)| {
-                (
-                    format!("{h}: {p}"),
-                    text.as_deref()
-                        .map(|t| crate::journal::sha256_hex(t.as_bytes())),
-                )
-            })
-            .collect();
+        if read_all {
+            k.file_shas = before
+                .iter()
+                .filter(|(key, _)| after.contains_key(*key))
+                .map(|((h, p), text)| {
+                    (
+                        format!("{h}: {p}"),
+                        text.as_deref()
+                            .map(|t| crate::journal::sha256_hex(t.as_bytes())),
+                    )
+                })
+                .collect();
+        }
         k.changes = file_changes(&plan, &mut before, &after);
         k.checks
             .extend(self.check_images(&plan, &after, opts.dry_run).await);
