@@ -1479,6 +1479,26 @@ fn rollback_to_the_bytes_and_resume_after_a_kill() {
         Some(4),
         "the killed run still holds the lock"
     );
+    // On a terminal, the resume says what it will change and stops at `n`: exit 1, node8 and
+    // node9 as the killed run left them, the run still interrupted and holding the lock.
+    let left = (files("node8"), lab.exists("node9", "~/wukongim").unwrap());
+    let (code, shown) = on_terminal(&dir, &["resume"], "n\n");
+    assert_eq!(code, Some(1), "{shown}");
+    assert!(
+        shown.contains("resume will change") && shown.contains("Do you want to continue?"),
+        "{shown}"
+    );
+    assert_eq!(
+        (files("node8"), lab.exists("node9", "~/wukongim").unwrap()),
+        left,
+        "a declined resume changes nothing"
+    );
+    assert!(lab.exists("node8", "~/wukongim/.wkctl.lock").unwrap());
+    let runs = text(&wkctl(&dir, &["runs"]).stdout);
+    assert!(
+        runs.lines().last().unwrap().contains("interrupted"),
+        "{runs}"
+    );
     let resumed = wkctl(&dir, &["resume"]);
     assert_eq!(
         resumed.status.code(),

@@ -219,20 +219,23 @@ pub async fn compose_program<R: Remote>(r: &R, sudo: bool) -> String {
     }
 }
 
-/// What a container sees at `inner` (a file it mounts): its bytes, read through `compose exec`
-/// as the plan's compose command runs.
+/// What the running container of `service` (of the compose project in `dir`) sees at `inner`
+/// (a file it mounts): its bytes, through `docker exec`, as the plan's compose command runs
+/// (the same user, the same sudo). The container is found by its compose labels, as
+/// [`Services::parse`] finds them; no compose program starts for it. `None`: no such container
+/// runs, or it cannot read the file.
 pub async fn container_file<R: Remote>(
     r: &R,
     prefix: &str,
     dir: &str,
-    compose: &str,
     service: &str,
     inner: &str,
     sudo: bool,
 ) -> Result<Option<Vec<u8>>, RemoteError> {
     let part = format!(
-        "cd \"$1\" && exec {compose} exec -T {} cat {}",
-        shell::quote(service),
+        "[ -n \"$1\" ] && cd \"$1\" || exit 1\nd=$(pwd); p=$(pwd -P)\ndocker ps --no-trunc --filter {} --filter label=com.docker.compose.oneoff=False --format {} | {{ while read -r id w; do if [ \"$w\" = \"$d\" ] || [ \"$w\" = \"$p\" ]; then exec docker exec \"$id\" cat {}; fi; done; exit 1; }}",
+        shell::quote(&format!("label=com.docker.compose.service={service}")),
+        shell::quote("{{.ID}} {{.Label \"com.docker.compose.project.working_dir\"}}"),
         shell::quote(inner)
     );
     let out = r

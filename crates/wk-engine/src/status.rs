@@ -133,12 +133,10 @@ impl<R: Remote + 'static> Gateway<'_, R> {
             return String::new();
         };
         let sudo = gw.ssh.sudo != wk_plan::inventory::SudoMode::None;
-        let prog = crate::docker::compose_program(r.as_ref(), sudo).await;
         let seen = crate::docker::container_file(
             r.as_ref(),
             wk_plan::plan::sudo_prefix(gw.ssh.sudo),
             &gw.install_dir,
-            &prog,
             "nginx",
             "/etc/nginx/nginx.conf",
             sudo,
@@ -152,6 +150,7 @@ impl<R: Remote + 'static> Gateway<'_, R> {
         };
         let c = String::from_utf8_lossy(&c).into_owned();
         if c != file {
+            let prog = crate::docker::compose_program(r.as_ref(), sudo).await;
             problems.push(format!("the nginx container runs another nginx.conf than {}/nginx.conf holds (recreate it: `{prog} up -d --force-recreate nginx` in {})", gw.install_dir, gw.install_dir));
         }
         c

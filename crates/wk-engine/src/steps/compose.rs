@@ -17,6 +17,7 @@ impl<R: Remote + 'static> Cx<'_, R> {
 
     /// Runs a plan command ([`super::COMPOSE_TIMEOUT`] at most); fails unless it succeeds.
     pub async fn exec(&self, command: &wk_plan::plan::Command) -> Result<String, EngineError> {
+        self.forget_looks();
         let out = self
             .r
             .exec(
@@ -55,6 +56,7 @@ impl<R: Remote + 'static> Cx<'_, R> {
     /// `cd DIR && [sudo] COMPOSE ARGS` with the step's compose program and sudo, as its plan
     /// command shows them; the remote feeds sudo its password when the host needs one.
     pub async fn compose(&self, dir: &str, args: &str) -> Result<ExecOutput, EngineError> {
+        self.forget_looks();
         let (prefix, prog) = self.compose_parts()?;
         let cmd = format!("cd {} && {prefix}{prog} {args}", shell::path(dir));
         self.r
@@ -81,6 +83,42 @@ impl<R: Remote + 'static> Cx<'_, R> {
             false,
         )?;
         Ok(Services::parse(&out.stdout_str()))
+    }
+
+    /// What the project's containers are doing: the last look at them in this run, when
+    /// nothing of ours has run on the host since (taken moments ago, it still holds: a dry run
+    /// looks once per project), else a new one, kept for the next step.
+    pub async fn compose_state_known(&self, dir: &str) -> Result<Services, EngineError> {
+        let key = (self.step.host.clone(), dir.to_string());
+        let kept = self
+            .run
+            .looks
+            .lock()
+            .expect("not poisoned")
+            .get(&key)
+            .cloned();
+        if let Some(s) = kept {
+            return Ok(s);
+        }
+        let s = self.compose_state(dir).await?;
+        self.keep_look(dir, s.clone());
+        Ok(s)
+    }
+
+    /// Keeps the look a step ends on, for the next step on the host ([`Cx::compose_state_known`]).
+    pub fn keep_look(&self, dir: &str, s: Services) {
+        let key = (self.step.host.clone(), dir.to_string());
+        self.run.looks.lock().expect("not poisoned").insert(key, s);
+    }
+
+    /// Something of ours runs on the host: what was seen there may change.
+    fn forget_looks(&self) {
+        let host = &self.step.host;
+        self.run
+            .looks
+            .lock()
+            .expect("not poisoned")
+            .retain(|(h, _), _| h != host);
     }
 
     /// The sudo prefix (`sudo -n `, `sudo -k -S -p '' ` or empty) and the compose program of a
@@ -124,22 +162,21 @@ impl<R: Remote + 'static> Cx<'_, R> {
         path: &str,
         inner: &str,
     ) -> Result<(), EngineError> {
-        let (prefix, prog) = self.compose_parts()?;
+        let (prefix, _) = self.compose_parts()?;
         let step = self.step;
         let host = self
             .r
             .read_file(path)
             .await
             .map_err(|e| step_err(step, e))?;
-        let seen =
-            docker::container_file(&*self.r, &prefix, dir, &prog, service, inner, self.sudo())
-                .await
-                .map_err(|e| step_err(step, e))?;
+        let seen = docker::container_file(&*self.r, &prefix, dir, service, inner, self.sudo())
+            .await
+            .map_err(|e| step_err(step, e))?;
         match (host, seen) {
             (Some(h), Some(c)) if h.content == c => Ok(()),
             (_, None) => Err(step_err(
                 step,
-                format!("cannot read {inner} inside the {service} container (`compose exec -T {service} cat {inner}` failed)"),
+                format!("cannot read {inner} inside the {service} container (`docker exec` of its running container, `cat {inner}`, failed)"),
             )),
             _ => Err(step_err(
                 step,

@@ -19,6 +19,11 @@ use crate::docker::Services;
 use crate::error::{step_err, EngineError};
 use crate::pause::{self, Point};
 
+/// Docker restarts a container whose process exited after 100 ms at first (doubling after):
+/// a process that dies at once shows `restarting`, or a higher restart count, at a look this
+/// long after one that saw it run.
+const STEADY: Duration = Duration::from_millis(100);
+
 pub(crate) struct ComposeUp<'a> {
     pub dir: &'a str,
     pub services: &'a [ServiceSelector],
@@ -50,7 +55,7 @@ impl ComposeUp<'_> {
         let dir = self.dir.trim_end_matches('/');
         let compose_file = format!("{dir}/docker-compose.yml");
         let nginx_conf = format!("{dir}/nginx.conf");
-        let state = cx.compose_state(self.dir).await?;
+        let state = cx.compose_state_known(self.dir).await?;
         let names: Vec<String> = self
             .command
             .run
@@ -125,14 +130,6 @@ impl ComposeUp<'_> {
         }
         pause::at(step, Point::Middle).await;
         self.steady(cx, &s).await?;
-        if s.nginx && s.conf_changed {
-            // What nginx runs is what the run wrote.
-            cx.container_sees(dir, "nginx", &s.nginx_conf, "/etc/nginx/nginx.conf")
-                .await?;
-        }
-        if self.member() {
-            self.member_healthy(cx).await?;
-        }
         Ok(Done::Changed(if reload_only {
             "nginx reloaded".into()
         } else {
@@ -147,17 +144,47 @@ impl ComposeUp<'_> {
         }))
     }
 
-    /// Every service it started runs, and still runs at the next look (a container whose
-    /// process keeps dying shows `running` between its restarts). An nginx that refused the new
-    /// file at its first start gets its old file back and is stopped.
+    /// Every service it started runs, does what the step verifies, and still runs the same
+    /// process at a look [`STEADY`] or more after the one that saw it run (a container whose
+    /// process keeps dying shows `running` between its restarts). What the step verifies fills
+    /// the time between the two looks: nothing waits for its own sake once it has passed. A
+    /// restart in between sends it round again, as what was verified may have been the run
+    /// before. An nginx that refused the new file at its first start gets its old file back and
+    /// is stopped.
     async fn steady<R: Remote + 'static>(
         &self,
         cx: &Cx<'_, R>,
         s: &Seen,
     ) -> Result<(), EngineError> {
-        let (step, dir) = (cx.step, self.dir);
         let t = Instant::now();
-        let mut steady: Option<Services> = None;
+        let mut poll = crate::poll::Poll::up_to(Duration::from_millis(300));
+        loop {
+            let first = self.running(cx, s, t, &mut poll).await?;
+            let seen = Instant::now();
+            let verified = self.verify(cx, s).await;
+            if let Some(rest) = STEADY.checked_sub(seen.elapsed()) {
+                tokio::time::sleep(rest).await;
+            }
+            let last = cx.compose_state(self.dir).await?;
+            if first.same_run(&last) {
+                if verified.is_ok() {
+                    cx.keep_look(self.dir, last);
+                }
+                return verified;
+            }
+        }
+    }
+
+    /// The first look at which every service it started runs (polled from 25 ms on); errors
+    /// once they have not within 20 s, or nginx has kept restarting for 2 s.
+    async fn running<R: Remote + 'static>(
+        &self,
+        cx: &Cx<'_, R>,
+        s: &Seen,
+        t: Instant,
+        poll: &mut crate::poll::Poll,
+    ) -> Result<Services, EngineError> {
+        let (step, dir) = (cx.step, self.dir);
         loop {
             let state = cx.compose_state(dir).await?;
             let ok = if s.names.is_empty() {
@@ -165,10 +192,6 @@ impl ComposeUp<'_> {
             } else {
                 s.names.iter().all(|n| state.running(n))
             };
-            if ok && steady.as_ref().is_some_and(|p| p.same_run(&state)) {
-                return Ok(());
-            }
-            steady = ok.then(|| state.clone());
             let nginx_looping = state.restarting("nginx")
                 || state
                     .0
@@ -194,8 +217,28 @@ impl ComposeUp<'_> {
                     format!("services did not start: {}", state.describe()),
                 ));
             }
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            if ok {
+                return Ok(state);
+            }
+            poll.sleep().await;
         }
+    }
+
+    /// What the step checks once its services run: nginx runs the file the run wrote; a
+    /// member's WuKongIM works in its cluster again.
+    async fn verify<R: Remote + 'static>(
+        &self,
+        cx: &Cx<'_, R>,
+        s: &Seen,
+    ) -> Result<(), EngineError> {
+        if s.nginx && s.conf_changed {
+            cx.container_sees(self.dir, "nginx", &s.nginx_conf, "/etc/nginx/nginx.conf")
+                .await?;
+        }
+        if self.member() {
+            self.member_healthy(cx).await?;
+        }
+        Ok(())
     }
 
     /// A member's WuKongIM restarted: wait until it works in its cluster again, on live

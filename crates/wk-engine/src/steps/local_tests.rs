@@ -82,6 +82,7 @@ fn run_ctx() -> RunCtx {
         token: None,
         version: None,
         stale_backups: Vec::new(),
+        looks: Default::default(),
     }
 }
 

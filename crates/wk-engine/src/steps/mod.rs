@@ -320,6 +320,9 @@ pub(crate) struct RunCtx {
     /// Backups that runs which stopped half way left on the hosts, as (host, path): this run
     /// took their changes over, and removes them with its own when it ends.
     pub stale_backups: Vec<(String, String)>,
+    /// The look at a compose project, as (host, dir), that the last step there ended on; gone
+    /// once anything of ours runs on the host (see `Cx::compose_state_known`).
+    pub looks: Mutex<BTreeMap<(String, String), crate::docker::Services>>,
 }
 
 impl RunCtx {

@@ -30,7 +30,7 @@ impl Reload<'_> {
             ServiceSelector::Name(n) => n.clone(),
             ServiceSelector::ImageName(i) => i.clone(),
         };
-        let state = cx.compose_state(dir).await?;
+        let state = cx.compose_state_known(dir).await?;
         if !state.running(&name) {
             return Ok(Done::Ok(format!(
                 "{name} does not run here; nothing to reload"
