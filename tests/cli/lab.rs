@@ -259,6 +259,17 @@ fn wkctl(dir: &std::path::Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// wkctl as a script runs it, without `--yes`: no terminal to ask on.
+fn without_yes(dir: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_wkctl"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("SSH_AUTH_SOCK")
+        .env_remove("WKCTL_YES")
+        .output()
+        .unwrap()
+}
+
 /// wkctl as an operator runs it: on a terminal (a pseudo-terminal of util-linux's `script`),
 /// without `--yes`, typing `answer` at its prompt. Its exit code and everything it showed.
 fn on_terminal(dir: &std::path::Path, args: &[&str], answer: &str) -> (Option<i32>, String) {
@@ -821,13 +832,7 @@ fn a_saved_plan_is_refused_once_anything_changed(lab: &Lab, dir: &std::path::Pat
 /// --yes (exit 2); on one, anything but y stops it (exit 1). Either way nothing changes.
 fn asks_before_it_changes_anything(lab: &Lab, dir: &std::path::Path) {
     let before = node1_and_node2(lab);
-    let out = Command::new(env!("CARGO_BIN_EXE_wkctl"))
-        .args(["expand", "--add", "node2"])
-        .current_dir(dir)
-        .env_remove("SSH_AUTH_SOCK")
-        .env_remove("WKCTL_YES")
-        .output()
-        .unwrap();
+    let out = without_yes(dir, &["expand", "--add", "node2"]);
     let (said, err) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(2), "{said}{err}");
     assert!(
@@ -836,13 +841,7 @@ fn asks_before_it_changes_anything(lab: &Lab, dir: &std::path::Path) {
             && err.contains("nothing was changed"),
         "{err}"
     );
-    let json = Command::new(env!("CARGO_BIN_EXE_wkctl"))
-        .args(["expand", "--add", "node2", "--output", "json"])
-        .current_dir(dir)
-        .env_remove("SSH_AUTH_SOCK")
-        .env_remove("WKCTL_YES")
-        .output()
-        .unwrap();
+    let json = without_yes(dir, &["expand", "--add", "node2", "--output", "json"]);
     assert_eq!(json.status.code(), Some(2));
     let events = json_stream(&text(&json.stdout));
     let summary = events.iter().find(|e| e["event"] == "summary").unwrap();

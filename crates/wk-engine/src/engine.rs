@@ -41,6 +41,14 @@ pub struct Options {
     pub expect: Option<crate::saved::SavedPlan>,
 }
 
+impl Options {
+    /// Whether the run saves its plan or checks a saved one: then every file the plan writes
+    /// is read and hashed, and the plan is kept with what the hosts looked like.
+    pub(crate) fn snapshots(&self) -> bool {
+        self.saving || self.expect.is_some()
+    }
+}
+
 /// What a resumed run carries over from its journal.
 #[derive(Debug, Clone)]
 pub struct Resume {

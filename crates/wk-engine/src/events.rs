@@ -142,9 +142,9 @@ impl Summary {
     }
 }
 
-/// A file a run writes: `what` it does (`edit`, `create`; a rollback's `restore`, `remove`),
-/// and for an edit the lines added and removed (`new`: the file is not there yet, or its old
-/// text was not read because it is written whole from a template).
+/// A file a run writes: `what` it does (`edit`; `create` when the file is not there yet, or
+/// its old text was not read because it is written whole from a template; a rollback's
+/// `restore`, `remove`), and the lines added and removed.
 #[derive(Debug, Clone, Serialize)]
 pub struct FileChange {
     pub host: String,
@@ -152,7 +152,6 @@ pub struct FileChange {
     pub what: String,
     pub added: usize,
     pub removed: usize,
-    pub new: bool,
 }
 
 /// The operator's answer to a [`Summary`].

@@ -62,7 +62,7 @@ fn host_script(dir: &str, reach: &[(String, u16)], gateway: bool) -> String {
         ));
     }
     if gateway {
-        let lock = format!("{}/.wkctl.lock", dir.trim_end_matches('/'));
+        let lock = crate::steps::lock_path(dir);
         script.push_str(&format!(
             "if [ -e {l} ]; then echo \"lock=$(tr '\\n' ' ' < {l})\"; fi\n",
             l = shell::path(&lock)

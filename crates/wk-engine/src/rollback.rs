@@ -105,13 +105,16 @@ impl<R: Remote + 'static> Engine<R> {
         for host in &restored {
             compose_up::restart_restored(&u, host).await?;
         }
-        // The run's lock, last (the one the rollback took, if the run had released its own).
+        // The run's lock, last: the journaled one (the rollback's own names the same run and
+        // path, so that release ends it too), else the one the rollback took.
+        let gw = &self.inv.gateway_node().name;
+        let mut released = false;
         for l in of_type(&lines, "lock") {
             undone += journaled::<R>(&plan, l)?.release(&u, l).await?;
+            released |= l["host"] == gw.as_str() && l["path"] == lock.as_str();
         }
-        if !opts.dry_run {
-            let gw = self.remote(&self.inv.gateway_node().name)?;
-            crate::steps::release_lock(gw.as_ref(), &lock, &run_id).await?;
+        if !opts.dry_run && !released {
+            crate::steps::release_lock(self.remote(gw)?.as_ref(), &lock, &run_id).await?;
         }
         u.log(json!({"type": "run_rolled_back", "undone": undone}))?;
         Ok(undone)
@@ -168,8 +171,7 @@ impl<R: Remote + 'static> Engine<R> {
 
     /// The cluster's run lock, on the gateway.
     fn lock_path(&self) -> String {
-        let gw = self.inv.gateway_node();
-        format!("{}/.wkctl.lock", gw.install_dir.trim_end_matches('/'))
+        crate::steps::lock_path(&self.inv.gateway_node().install_dir)
     }
 
     /// A dry run's look at the lock: refused while another run holds it, as the rollback
@@ -290,7 +292,6 @@ fn summary(run_id: &str, plan: &Plan, lines: &[Value]) -> crate::events::Summary
             path: p.into(),
             added: 0,
             removed: 0,
-            new: false,
             what: if existed { "restore" } else { "remove" }.into(),
         });
     }

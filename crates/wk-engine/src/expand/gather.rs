@@ -69,7 +69,7 @@ impl<R: Remote + 'static> Engine<R> {
             if !opts.force_unlock && !ours {
                 return Err(EngineError::Locked {
                     host: gateway.name.clone(),
-                    path: format!("{}/.wkctl.lock", gateway.install_dir),
+                    path: crate::steps::lock_path(&gateway.install_dir),
                     holder: holder.clone(),
                 });
             }

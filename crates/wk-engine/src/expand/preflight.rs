@@ -70,8 +70,7 @@ impl<R: Remote + 'static> Engine<R> {
                     .map(|a| (a.name.clone(), a.id))
                     .collect(),
                 changes: std::mem::take(&mut k.changes),
-                saved: (opts.saving || opts.expect.is_some())
-                    .then(|| self.saved_plan(opts, &k, &plan)),
+                saved: opts.snapshots().then(|| self.saved_plan(opts, &k, &plan)),
                 plan,
                 token,
                 version,

@@ -72,7 +72,7 @@ impl<R: Remote + 'static> Engine<R> {
             }
         }
         // A saved plan records every file it writes, whole-file templates too.
-        let read_all = opts.saving || opts.expect.is_some();
+        let read_all = opts.snapshots();
         let (edits, after, mut before) = self.try_edits(&plan, known, read_all).await;
         k.checks.extend(edits);
         if read_all {
@@ -250,7 +250,6 @@ fn file_changes(plan: &Plan, before: &mut Files, after: &Files) -> Vec<crate::ev
             what: if old.is_none() { "create" } else { "edit" }.into(),
             added,
             removed,
-            new: old.is_none(),
         });
     }
     out

@@ -154,14 +154,14 @@ impl<R: Remote + 'static> Cx<'_, R> {
     }
 
     /// Fails unless the container of `service` sees at `inner` the bytes the host file `path`
-    /// holds (what it runs is what the run wrote).
+    /// holds (what it runs is what the run wrote); those bytes.
     pub async fn container_sees(
         &self,
         dir: &str,
         service: &str,
         path: &str,
         inner: &str,
-    ) -> Result<(), EngineError> {
+    ) -> Result<Vec<u8>, EngineError> {
         let (prefix, _) = self.compose_parts()?;
         let step = self.step;
         let host = self
@@ -173,7 +173,7 @@ impl<R: Remote + 'static> Cx<'_, R> {
             .await
             .map_err(|e| step_err(step, e))?;
         match (host, seen) {
-            (Some(h), Some(c)) if h.content == c => Ok(()),
+            (Some(h), Some(c)) if h.content == c => Ok(c),
             (_, None) => Err(step_err(
                 step,
                 format!("cannot read {inner} inside the {service} container (`docker exec` of its running container, `cat {inner}`, failed)"),

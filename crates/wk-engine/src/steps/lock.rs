@@ -14,6 +14,12 @@ pub(crate) struct Lock<'a> {
     pub path: &'a str,
 }
 
+/// The cluster's run lock: `.wkctl.lock` in the gateway's install dir (the playbook's `lock`
+/// step takes it there; facts, preflight and rollback look at the same file).
+pub(crate) fn lock_path(install_dir: &str) -> String {
+    format!("{}/.wkctl.lock", install_dir.trim_end_matches('/'))
+}
+
 /// Whether a lock file's text names run `run_id`.
 pub(crate) fn names_run(text: &[u8], run_id: &str) -> bool {
     field(&String::from_utf8_lossy(text), "run") == Some(run_id)

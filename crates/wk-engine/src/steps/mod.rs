@@ -30,7 +30,7 @@ pub(crate) mod compose_up;
 mod file;
 mod lock;
 pub(crate) use lock::{
-    give_back as give_back_lock, names_run, release as release_lock, take as take_lock,
+    give_back as give_back_lock, lock_path, names_run, release as release_lock, take as take_lock,
 };
 mod mkdir;
 mod nginx_conf;

@@ -43,24 +43,24 @@ impl Reload<'_> {
         cx.exec(self.command).await?;
         // What Prometheus reloaded is what the run wrote: its container sees the file, and its
         // running configuration has every job of it.
-        cx.container_sees(dir, &name, &prom, "/etc/prometheus/prometheus.yml")
+        let file = cx
+            .container_sees(dir, &name, &prom, "/etc/prometheus/prometheus.yml")
             .await?;
-        prometheus_loaded(cx, &prom).await?;
+        prometheus_loaded(cx, &prom, &file).await?;
         Ok(Done::Changed(format!("{name} reloaded its configuration")))
     }
 }
 
-/// Waits (10 s at most) until Prometheus's running configuration has every job the host's file
-/// names, asked at the inventory's `gateway.prometheus_url` through the host.
+/// Waits (10 s at most) until Prometheus's running configuration has every job of `file` (the
+/// host's `prom`, as its container sees it), asked at the inventory's `gateway.prometheus_url`
+/// through the host.
 async fn prometheus_loaded<R: Remote + 'static>(
     cx: &Cx<'_, R>,
     prom: &str,
+    file: &[u8],
 ) -> Result<(), EngineError> {
     let step = cx.step;
-    let Some(file) = cx.r.read_file(prom).await.map_err(|e| step_err(step, e))? else {
-        return Ok(());
-    };
-    let want = wk_cluster::prometheus_job_names(&String::from_utf8_lossy(&file.content));
+    let want = wk_cluster::prometheus_job_names(&String::from_utf8_lossy(file));
     let url = &cx.e.inv.gateway.prometheus_url;
     let (h, p) = url_host_port(url);
     let t = Instant::now();
