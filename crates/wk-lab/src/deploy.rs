@@ -322,12 +322,11 @@ impl Lab {
             .filter(|h| h.name.starts_with("node"))
             .enumerate()
         {
+            // 1001 on: WuKongIM's ids end at 1023, so the 24th node and after take 24 on.
+            let id = if i < 23 { 1001 + i } else { i + 1 };
             s.push_str(&format!(
-                "  - name: {}\n    id: {}\n    internal_address: {}\n    ssh: {{ user: {} }}\n",
-                h.name,
-                1001 + i,
-                h.ip,
-                h.user
+                "  - name: {}\n    id: {id}\n    internal_address: {}\n    ssh: {{ user: {} }}\n",
+                h.name, h.ip, h.user
             ));
         }
         s
