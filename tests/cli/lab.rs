@@ -1006,6 +1006,22 @@ fn init_writes_an_inventory_from_the_running_node() {
     );
 }
 
+/// `wk-lab inventory` (the demo's inventory) is one wkctl takes however many hosts the lab has:
+/// WuKongIM's ids end at 1023, and the lab of the tests has 25 nodes.
+#[test]
+fn the_lab_inventory_is_valid() {
+    let Some(lab) = lab() else { return };
+    let text = lab.inventory();
+    let inv = wk_plan::Inventory::parse("cluster.yml", &text).unwrap_or_else(|d| panic!("{d}"));
+    let nodes = lab
+        .hosts
+        .iter()
+        .filter(|h| h.name.starts_with("node"))
+        .count();
+    assert_eq!(inv.nodes.len(), nodes);
+    assert_eq!(inv.nodes[0].id, 1001, "node1 as deploy-single runs it");
+}
+
 #[test]
 fn a_nginx_conf_nginx_rejects_is_taken_back() {
     let Some(lab) = lab() else { return };
@@ -1040,7 +1056,7 @@ fn a_nginx_conf_nginx_rejects_is_taken_back() {
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{}{err}", text(&out.stdout));
     assert!(
-        err.contains("gateway-up@node1")
+        err.contains("member-up@node1")
             && err.contains("nginx did not start with the new nginx.conf"),
         "{err}"
     );

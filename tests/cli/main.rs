@@ -102,7 +102,6 @@ fn json_output_is_the_same_plan() {
             "nginx-service@node1",
             "prometheus-jobs@node1",
             "member-up@node1",
-            "gateway-up@node1",
             "prometheus-reload@node1",
             "node-up@node2",
             "node-health@node2",

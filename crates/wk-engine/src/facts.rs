@@ -38,11 +38,21 @@ pub(crate) struct HostState {
     pub wk_yaml: Option<String>,
 }
 
-/// Which compose runs, whether the Docker daemon answers, and what the install dir's project
-/// runs: run as the steps run compose (through the plan's sudo prefix).
-fn docker_probe(dir: &str, prefix: &str) -> String {
+/// Which compose runs (`docker compose`, else `docker-compose`), asked as the steps run compose
+/// (through the plan's sudo prefix).
+fn compose_probe(prefix: &str) -> String {
+    format!(
+        "{prefix}sh -c {}",
+        shell::quote("if docker compose version >/dev/null 2>&1; then c='docker compose'; elif docker-compose version >/dev/null 2>&1; then c=docker-compose; else c=; fi\necho \"compose=$c\"")
+    )
+}
+
+/// Whether the Docker daemon answers, and what the install dir's project runs, asked as the
+/// steps run compose. Apart from [`compose_probe`]: a compose program's start is the longest
+/// part, and the two go at once.
+fn daemon_probe(dir: &str, prefix: &str) -> String {
     let inner = format!(
-        "if docker compose version >/dev/null 2>&1; then c='docker compose'; elif docker-compose version >/dev/null 2>&1; then c=docker-compose; else c=; fi\necho \"compose=$c\"\nif v=$(docker version --format '{{{{.Server.Version}}}}' 2>&1); then echo \"docker=ok $v\"; else echo \"docker=fail $(printf '%s' \"$v\" | tr '\\n' ' ' | cut -c1-300)\"; exit 0; fi\n[ -n \"$c\" ] || exit 0\n{}",
+        "if v=$(docker version --format '{{{{.Server.Version}}}}' 2>&1); then echo \"docker=ok $v\"; else echo \"docker=fail $(printf '%s' \"$v\" | tr '\\n' ' ' | cut -c1-300)\"; exit 0; fi\n{}",
         docker::state_part()
     );
     docker::in_dir(dir, prefix, &inner)
@@ -128,47 +138,73 @@ impl<R: Remote + 'static> Engine<R> {
     ) -> Result<HostState, EngineError> {
         let r = self.remote(&node.name)?;
         let dir = &node.install_dir;
-        let out = r
-            .run(ExecRequest::new(host_script(dir, &reach, gateway)))
-            .await
-            .map_err(host_err)?;
-        let mut st = HostState::default();
         let sudo = node.ssh.sudo != SudoMode::None;
-        if sudo {
-            st.sudo = Some(match r.exec(ExecRequest::new("true").sudo(true)).await {
-                Ok(o) if o.success() => Ok(()),
-                Ok(o) => Err(o.stderr_str().trim().to_string()),
-                Err(e) => Err(e.to_string()),
-            });
-        }
-        // Compose and the daemon as the steps call them: with the host's sudo when it has one
-        // (a plugin in the user's ~/.docker, or the docker group, may not be there under sudo).
-        if st.sudo.as_ref().is_none_or(|s| s.is_ok()) {
-            let probe = r
-                .exec(
-                    ExecRequest::new(docker_probe(dir, wk_plan::plan::sudo_prefix(node.ssh.sudo)))
-                        .sudo_inside(sudo)
-                        .timeout(Duration::from_secs(60)),
-                )
-                .await
-                .map_err(host_err)?;
-            st.read_docker(&probe.stdout_str());
-        }
-        st.read_host(&out.stdout_str());
-        st.compose_text = match known_compose {
-            Some(t) => Some(t),
-            None => read_text(&**r, &compose_path(node)).await?,
+        // Four independent parts, at once (each a round trip or two on the one connection).
+        let host = r.run(ExecRequest::new(host_script(dir, &reach, gateway)));
+        let docker = async {
+            let sudo_ok = if sudo {
+                Some(match r.exec(ExecRequest::new("true").sudo(true)).await {
+                    Ok(o) if o.success() => Ok(()),
+                    Ok(o) => Err(o.stderr_str().trim().to_string()),
+                    Err(e) => Err(e.to_string()),
+                })
+            } else {
+                None
+            };
+            // Compose and the daemon as the steps call them: with the host's sudo when it has
+            // one (a plugin in the user's ~/.docker, or the docker group, may not be there
+            // under sudo).
+            let probe = if sudo_ok.as_ref().is_none_or(|s| s.is_ok()) {
+                let prefix = wk_plan::plan::sudo_prefix(node.ssh.sudo);
+                let ask = |script: String| {
+                    r.exec(
+                        ExecRequest::new(script)
+                            .sudo_inside(sudo)
+                            .timeout(Duration::from_secs(60)),
+                    )
+                };
+                let (compose, daemon) =
+                    tokio::join!(ask(compose_probe(prefix)), ask(daemon_probe(dir, prefix)));
+                let (compose, daemon) = (compose.map_err(host_err)?, daemon.map_err(host_err)?);
+                Some(compose.stdout_str() + &daemon.stdout_str())
+            } else {
+                None
+            };
+            Ok::<_, EngineError>((sudo_ok, probe))
         };
-        if let Some(Ok(src)) = st.compose_text.as_deref().map(crate::text::data_mount) {
-            let p =
-                wk_plan::plan::join_path(dir, &format!("{}/wk.yaml", src.trim_end_matches('/')));
-            // Docker made the dir; a file the user may not read is reported as absent.
-            st.wk_yaml = read_text(&**r, &p).await.ok().flatten();
-        }
-        if gateway {
+        let files = async {
+            let compose_text = match known_compose {
+                Some(t) => Some(t),
+                None => read_text(&**r, &compose_path(node)).await?,
+            };
+            let mut wk_yaml = None;
+            if let Some(Ok(src)) = compose_text.as_deref().map(crate::text::data_mount) {
+                let p = wk_plan::plan::join_path(
+                    dir,
+                    &format!("{}/wk.yaml", src.trim_end_matches('/')),
+                );
+                // Docker made the dir; a file the user may not read is reported as absent.
+                wk_yaml = read_text(&**r, &p).await.ok().flatten();
+            }
+            Ok::<_, EngineError>((compose_text, wk_yaml))
+        };
+        let prometheus = async {
+            if !gateway {
+                return Ok(None);
+            }
             let p = wk_plan::plan::join_path(dir, &self.inv.gateway.prometheus_file);
-            st.prometheus_text = read_text(&**r, &p).await?;
+            read_text(&**r, &p).await
+        };
+        let (host, docker, files, prometheus) = tokio::join!(host, docker, files, prometheus);
+        let mut st = HostState::default();
+        let (sudo_ok, probe) = docker?;
+        st.sudo = sudo_ok;
+        if let Some(out) = probe {
+            st.read_docker(&out);
         }
+        st.read_host(&host.map_err(host_err)?.stdout_str());
+        (st.compose_text, st.wk_yaml) = files?;
+        st.prometheus_text = prometheus?;
         Ok(st)
     }
 }

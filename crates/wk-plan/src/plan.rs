@@ -643,6 +643,9 @@ impl Builder<'_> {
     fn step(&mut self, spec: &StepSpec, host: &Node, phase: Phase) -> Result<(), PlanError> {
         let id = format!("{}@{}", spec.id, host.name);
         let action = self.action(spec, host, &id)?;
+        if self.joined_up(spec, &format!("@{}", host.name), &action) {
+            return Ok(());
+        }
         self.steps.push(Step {
             id,
             host: host.name.clone(),
@@ -653,13 +656,72 @@ impl Builder<'_> {
         Ok(())
     }
 
-    fn join_step(&mut self, spec: &StepSpec, host: &Node, joining: &Node) -> Result<(), PlanError> {
-        let id = if host.name == joining.name {
-            format!("{}@{}", spec.id, host.name)
-        } else {
-            format!("{}[{}]@{}", spec.id, joining.name, host.name)
+    /// A `compose_up` step `together_with` an earlier one that runs on the same host in the
+    /// same dir (the id that step has there: its playbook id and `suffix`): its services join
+    /// that step's compose call (and its title that step's), and it adds no step of its own.
+    /// Whether it did.
+    fn joined_up(&mut self, spec: &StepSpec, suffix: &str, action: &Action) -> bool {
+        let Some(with) = spec
+            .compose_up
+            .as_ref()
+            .and_then(|u| u.together_with.as_ref())
+        else {
+            return false;
         };
+        let Action::ComposeUp {
+            dir,
+            services,
+            command,
+        } = action
+        else {
+            return false;
+        };
+        let target = format!("{with}{suffix}");
+        let Some(into) = self.steps.iter_mut().find(|st| st.id == target) else {
+            return false;
+        };
+        let Action::ComposeUp {
+            dir: into_dir,
+            services: into_services,
+            command: into_command,
+        } = &mut into.action
+        else {
+            return false;
+        };
+        if into_dir != dir {
+            return false;
+        }
+        if services.is_empty() {
+            // All of the project's services: the other step's names are among them.
+            *into_services = Vec::new();
+            into_command.run = command.run.clone();
+        } else if !into_services.is_empty() {
+            // The same prefix, `up -d` and the names: this step's names go after that step's.
+            let names = command.run.split(" up -d").nth(1).unwrap_or("");
+            for (sel, name) in services.iter().zip(names.split_whitespace()) {
+                if !into_services.contains(sel) {
+                    into_services.push(sel.clone());
+                    into_command.run.push(' ');
+                    into_command.run.push_str(name);
+                }
+            }
+        }
+        let title = spec.title.clone().unwrap_or_else(|| spec.id.clone());
+        into.title = format!("{}; {title}", into.title);
+        true
+    }
+
+    fn join_step(&mut self, spec: &StepSpec, host: &Node, joining: &Node) -> Result<(), PlanError> {
+        let suffix = if host.name == joining.name {
+            format!("@{}", host.name)
+        } else {
+            format!("[{}]@{}", joining.name, host.name)
+        };
+        let id = format!("{}{suffix}", spec.id);
         let action = self.action(spec, host, &id)?;
+        if self.joined_up(spec, &suffix, &action) {
+            return Ok(());
+        }
         self.steps.push(Step {
             id,
             host: host.name.clone(),

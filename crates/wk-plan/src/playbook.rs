@@ -207,6 +207,11 @@ pub struct ComposeUpSpec {
     /// The services to bring up; empty for all of the file's services.
     #[serde(default)]
     pub services: Vec<ServiceSelector>,
+    /// An earlier `compose_up` step of the same section: on a host where that step runs in the
+    /// same dir, this one's services come up in its compose call (one step, one `up -d` of
+    /// both, each verified as its own would be) instead of a call of their own after it.
+    #[serde(default)]
+    pub together_with: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -314,6 +319,18 @@ impl Playbook {
                             "give the step exactly one action (mkdir, template, compose_env, …)",
                         ),
                     );
+                }
+                if let Some(with) = s.compose_up.as_ref().and_then(|u| u.together_with.as_ref()) {
+                    let earlier = steps
+                        .iter()
+                        .take_while(|o| o.id != s.id)
+                        .any(|o| o.id == *with && o.compose_up.is_some());
+                    if !earlier {
+                        problems.push(
+                            here(format!("`together_with: {with}` names no earlier compose_up step of this section"))
+                                .fix("name a compose_up step that comes before it in the same section, or drop `together_with`"),
+                        );
+                    }
                 }
                 if (s.on == On::Joining) != (section == "join") {
                     problems.push(

@@ -281,7 +281,7 @@ fn sudo_modes_shape_commands() {
     let up = plan.steps.iter().find(|s| s.id == "member-up@a").unwrap();
     assert_eq!(
         up.action.commands()[0].run,
-        "cd ~/wukongim && docker-compose up -d $WK_SERVICE"
+        "cd ~/wukongim && docker-compose up -d $WK_SERVICE nginx"
     );
 }
 
@@ -346,7 +346,7 @@ fn host_facts_replace_placeholders() {
         .unwrap();
     assert_eq!(
         up.action.commands()[0].run,
-        "cd ~/wukongim && sudo -n docker compose up -d wukongim1"
+        "cd ~/wukongim && sudo -n docker compose up -d wukongim1 nginx"
     );
 }
 
@@ -419,6 +419,25 @@ fn playbook_mistakes_are_reported() {
         err.contains("step `b`: `on: joining` belongs in the join section"),
         "{err}"
     );
+    // `together_with` names an earlier compose_up step of its own section, or is refused.
+    let up = |id: &str, with: &str| {
+        format!("  - id: {id}\n    on: gateway\n    compose_up: {{dir: /d{with}}}\n")
+    };
+    let bad = format!(
+        "name: x\nsteps:\n{}{}{}join:\n{}",
+        up("early", ", together_with: later"),
+        up("later", ""),
+        up("other", ", together_with: nosuch"),
+        up("j", ", together_with: later").replace("gateway", "joining"),
+    );
+    let err = Playbook::parse("pb.yml", &bad).unwrap_err().to_string();
+    for id in ["early", "other", "j"] {
+        assert!(
+            err.contains(&format!("step `{id}`: `together_with:")),
+            "{id}: {err}"
+        );
+    }
+    assert!(!err.contains("step `later`"), "{err}");
     let err = Playbook::parse("pb.yml", "name: x\nsteps:\n  - id: a\n    on: nowhere\n")
         .unwrap_err()
         .to_string();
@@ -462,6 +481,22 @@ fn a_gateway_host_runs_no_wukongim() {
         "only WuKongIM members get addresses"
     );
     assert_eq!(on("member-up"), ["n1"]);
+    // A gateway that is no member starts nginx in a step of its own.
+    assert_eq!(on("gateway-up"), ["gw"]);
+    let cmd = |id: &str| {
+        let st = plan.steps.iter().find(|s| s.id == id).unwrap();
+        st.action.commands()[0].run.clone()
+    };
+    assert!(
+        cmd("member-up@n1").ends_with(" up -d $WK_SERVICE"),
+        "{}",
+        cmd("member-up@n1")
+    );
+    assert!(
+        cmd("gateway-up@gw").ends_with(" up -d nginx"),
+        "{}",
+        cmd("gateway-up@gw")
+    );
     assert_eq!(on("nginx-conf"), ["gw"]);
     assert_eq!(on("prometheus-jobs"), ["gw"]);
     assert_eq!(on("preflight"), ["gw", "n1", "n2"]);
@@ -492,4 +527,39 @@ fn template_values_cannot_end_their_scalar() {
     let parsed: Vec<String> = serde_saphyr::from_str(&line).unwrap();
     assert_eq!(parsed, [format!("K={v}")]);
     assert!(!line.contains('\n'));
+}
+
+#[test]
+fn a_gateway_that_is_a_member_starts_nginx_in_its_member_up() {
+    // examples/cluster.yml: node1 is the gateway and the one member.
+    let (_, plan) = outputs("seed-node2");
+    let ids: Vec<&str> = plan.steps.iter().map(|s| s.id.as_str()).collect();
+    assert!(!ids.iter().any(|i| i.starts_with("gateway-up@")), "{ids:?}");
+    let at = |id: &str| ids.iter().position(|i| *i == id).unwrap();
+    assert!(at("prometheus-jobs@node1") < at("member-up@node1"));
+    assert_eq!(at("member-up@node1") + 1, at("prometheus-reload@node1"));
+    let up = &plan.steps[at("member-up@node1")];
+    let Action::ComposeUp {
+        services, command, ..
+    } = &up.action
+    else {
+        panic!("{:?}", up.action)
+    };
+    use crate::playbook::ServiceSelector;
+    assert_eq!(
+        services,
+        &[
+            ServiceSelector::ImageName("wukongim".into()),
+            ServiceSelector::Name("nginx".into())
+        ]
+    );
+    assert!(
+        command.run.ends_with(" up -d $WK_SERVICE nginx"),
+        "{}",
+        command.run
+    );
+    assert_eq!(
+        up.title,
+        "recreate the member's WuKongIM with its new environment; start (or reload) nginx"
+    );
 }

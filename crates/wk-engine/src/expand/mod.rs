@@ -80,6 +80,10 @@ pub(super) struct Planned {
     /// The plan with what the hosts and the cluster looked like, made only for `--save` and
     /// `--plan`.
     pub saved: Option<SavedPlan>,
+    /// What the facts saw running in each new node's install dir: its `node-up` starts from
+    /// it. It runs `up -d` for the compose file the run wrote whatever it says, and nothing of
+    /// ours runs compose there before, so the look cannot mislead it.
+    pub looks: Vec<((String, String), crate::docker::Services)>,
 }
 
 impl Planned {

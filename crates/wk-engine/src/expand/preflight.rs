@@ -70,6 +70,14 @@ impl<R: Remote + 'static> Engine<R> {
                     .map(|a| (a.name.clone(), a.id))
                     .collect(),
                 changes: std::mem::take(&mut k.changes),
+                looks: scope
+                    .added
+                    .iter()
+                    .filter_map(|n| {
+                        let st = k.states.get(&n.name)?;
+                        Some(((n.name.clone(), n.install_dir.clone()), st.services.clone()))
+                    })
+                    .collect(),
                 saved: opts.snapshots().then(|| self.saved_plan(opts, &k, &plan)),
                 plan,
                 token,

@@ -52,7 +52,7 @@ impl<R: Remote + 'static> Engine<R> {
                 Some(_) => Vec::new(),
                 None => crate::runs::unfinished_backups(&opts.runs_dir),
             },
-            looks: Default::default(),
+            looks: std::sync::Mutex::new(planned.looks.iter().cloned().collect()),
         })
     }
 

@@ -37,10 +37,18 @@ struct Seen {
     nginx_conf: String,
     /// The services the command names (none: all of the project's).
     names: Vec<String>,
+    /// Those of them that are a member's WuKongIM (found by image).
+    member_names: Vec<String>,
     all_running: bool,
+    /// Every member service among them runs (true when there is none).
+    member_running: bool,
     /// Whether nginx is among its services, and runs now.
     nginx: bool,
     nginx_ran: bool,
+    /// Whether it waits for a member's WuKongIM to work in its cluster again.
+    member: bool,
+    /// The look it started from.
+    state: Services,
 }
 
 impl ComposeUp<'_> {
@@ -69,6 +77,19 @@ impl ComposeUp<'_> {
         } else {
             names.iter().all(|n| state.running(n))
         };
+        let member_names: Vec<String> = self
+            .services
+            .iter()
+            .zip(&names)
+            .filter(|(sv, _)| matches!(sv, ServiceSelector::ImageName(_)))
+            .map(|(_, n)| n.clone())
+            .collect();
+        let member_running = if member_names.is_empty() && self.member() {
+            // All of the project's services, the member's among them.
+            all_running
+        } else {
+            member_names.iter().all(|n| state.running(n))
+        };
         let nginx = self
             .services
             .iter()
@@ -78,28 +99,55 @@ impl ComposeUp<'_> {
             conf_changed: cx.run.is_changed(&cx.step.host, &nginx_conf),
             nginx_conf,
             names,
+            member_names,
             all_running,
+            member_running,
             nginx,
             nginx_ran: nginx && state.running("nginx"),
+            member: self.member(),
+            state,
         })
     }
 
     async fn up<R: Remote + 'static>(&self, cx: &Cx<'_, R>) -> Result<Done, EngineError> {
         let (step, dir) = (cx.step, self.dir);
-        let s = self.seen(cx).await?;
+        let mut s = self.seen(cx).await?;
         if !s.compose_file_changed && s.all_running && !(s.nginx && s.conf_changed) {
             return Ok(Done::Ok(
                 "running, and its configuration did not change".into(),
             ));
         }
-        // A member the operator stopped stays stopped unless its configuration changed.
-        if self.member() && !s.compose_file_changed && !s.all_running {
-            return Ok(Done::Ok(
-                "not running, and its compose file did not change: left stopped".into(),
-            ));
+        // A member the operator stopped stays stopped unless its configuration changed; the
+        // step's other services (nginx started together with the gateway's member) still come
+        // up, by a command that names only them.
+        let mut command = self.command.clone();
+        let mut left = None;
+        if s.member && !s.compose_file_changed && !s.member_running {
+            let others: Vec<String> = s
+                .names
+                .iter()
+                .filter(|n| !s.member_names.contains(n))
+                .cloned()
+                .collect();
+            let note = "not running, and its compose file did not change: left stopped";
+            if others.is_empty() || s.member_names.is_empty() {
+                return Ok(Done::Ok(note.into()));
+            }
+            let at = command
+                .run
+                .find(" up -d")
+                .map_or(command.run.len(), |i| i + 6);
+            command.run = format!("{} {}", &command.run[..at], others.join(" "));
+            s.all_running = others.iter().all(|n| s.state.running(n));
+            s.names = others;
+            s.member = false;
+            left = Some(note);
+            if s.all_running && !(s.nginx && s.conf_changed) {
+                return Ok(Done::Ok(format!("its WuKongIM is {note}; the rest runs")));
+            }
         }
         if cx.run.dry {
-            return Ok(cx.would(self.command, "would (re)start"));
+            return Ok(cx.would(&command, "would (re)start"));
         }
         // nginx reads its file only when it starts or reloads: a running nginx whose file
         // changed checks it, then reloads (after `up -d`, which recreates it only when its
@@ -117,7 +165,7 @@ impl ComposeUp<'_> {
         }
         let reload_only = s.nginx && s.conf_changed && s.all_running && !s.compose_file_changed;
         if !reload_only {
-            cx.exec(self.command).await?;
+            cx.exec(&command).await?;
         }
         if reload {
             let out = cx.compose(dir, "kill -s HUP nginx").await?;
@@ -130,7 +178,7 @@ impl ComposeUp<'_> {
         }
         pause::at(step, Point::Middle).await;
         self.steady(cx, &s).await?;
-        Ok(Done::Changed(if reload_only {
+        let done = if reload_only {
             "nginx reloaded".into()
         } else {
             format!(
@@ -141,6 +189,10 @@ impl ComposeUp<'_> {
                     s.names.join(", ")
                 }
             )
+        };
+        Ok(Done::Changed(match left {
+            Some(note) => format!("{done}; its WuKongIM is {note}"),
+            None => done,
         }))
     }
 
@@ -231,14 +283,21 @@ impl ComposeUp<'_> {
         cx: &Cx<'_, R>,
         s: &Seen,
     ) -> Result<(), EngineError> {
-        if s.nginx && s.conf_changed {
-            cx.container_sees(self.dir, "nginx", &s.nginx_conf, "/etc/nginx/nginx.conf")
-                .await?;
-        }
-        if self.member() {
-            self.member_healthy(cx).await?;
-        }
-        Ok(())
+        // Both at once: nginx started together with the gateway's member.
+        let nginx = async {
+            if s.nginx && s.conf_changed {
+                cx.container_sees(self.dir, "nginx", &s.nginx_conf, "/etc/nginx/nginx.conf")
+                    .await?;
+            }
+            Ok(())
+        };
+        let member = async {
+            if s.member {
+                self.member_healthy(cx).await?;
+            }
+            Ok(())
+        };
+        tokio::try_join!(nginx, member).map(|_| ())
     }
 
     /// A member's WuKongIM restarted: wait until it works in its cluster again, on live

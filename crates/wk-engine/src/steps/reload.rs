@@ -40,13 +40,15 @@ impl Reload<'_> {
             return Ok(cx.would(self.command, "would signal"));
         }
         pause::at(step, Point::Middle).await;
-        cx.exec(self.command).await?;
-        // What Prometheus reloaded is what the run wrote: its container sees the file, and its
-        // running configuration has every job of it.
-        let file = cx
-            .container_sees(dir, &name, &prom, "/etc/prometheus/prometheus.yml")
-            .await?;
-        prometheus_loaded(cx, &prom, &file).await?;
+        // What Prometheus reloaded is what the run wrote: its container sees the file (asked
+        // while the signal goes: a bind mount shows the file whatever the process does), and
+        // its running configuration has every job of it.
+        let (sent, file) = tokio::join!(
+            cx.exec(self.command),
+            cx.container_sees(dir, &name, &prom, "/etc/prometheus/prometheus.yml")
+        );
+        sent?;
+        prometheus_loaded(cx, &prom, &file?).await?;
         Ok(Done::Changed(format!("{name} reloaded its configuration")))
     }
 }
