@@ -101,6 +101,19 @@ impl Services {
                 .all(|(a, b)| a.id == b.id && a.status == b.status && a.restarts == b.restarts)
     }
 
+    /// Whether every container of `now` runs the process it ran at this look (a container this
+    /// look saw running, with the same restart count) or its first one (a container this look
+    /// did not have, never restarted). A container this look saw stopped may have been started
+    /// and restarted since with any count: not a first run.
+    pub fn first_runs(&self, now: &Services) -> bool {
+        now.0
+            .iter()
+            .all(|c| match self.0.iter().find(|b| b.id == c.id) {
+                Some(b) => b.status == "running" && b.restarts == c.restarts,
+                None => c.restarts == 0,
+            })
+    }
+
     /// `service: state (health), …` for messages.
     pub fn describe(&self) -> String {
         if self.0.is_empty() {
@@ -255,6 +268,25 @@ mod tests {
                 .join(name),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn first_runs_are_new_containers_never_restarted_or_running_ones_unchanged() {
+        let c = |id: &str, status: &str, restarts: u32| Container {
+            id: id.repeat(12),
+            service: id.into(),
+            status: status.into(),
+            health: String::new(),
+            restarts,
+            image: "i".into(),
+        };
+        let before = Services(vec![c("a", "running", 2), c("b", "exited", 0)]);
+        let first = |now: Vec<Container>| before.first_runs(&Services(now));
+        assert!(first(vec![c("a", "running", 2), c("n", "running", 0)]));
+        assert!(!first(vec![c("a", "running", 3)]), "a restarted");
+        assert!(!first(vec![c("n", "running", 1)]), "a new one restarted");
+        assert!(!first(vec![c("b", "running", 0)]), "started since: unknown");
+        assert!(Services::default().first_runs(&Services(vec![c("n", "running", 0)])));
     }
 
     /// Captured from the lab's real engines (Docker 20.10) with each compose version, in the

@@ -691,16 +691,27 @@ impl Builder<'_> {
         if into_dir != dir {
             return false;
         }
-        if services.is_empty() {
-            // All of the project's services: the other step's names are among them.
-            *into_services = Vec::new();
-            into_command.run = command.run.clone();
-        } else if !into_services.is_empty() {
-            // The same prefix, `up -d` and the names: this step's names go after that step's.
-            let names = command.run.split(" up -d").nth(1).unwrap_or("");
-            for (sel, name) in services.iter().zip(names.split_whitespace()) {
-                if !into_services.contains(sel) {
-                    into_services.push(sel.clone());
+        // `cd … && COMPOSE up -d NAMES`: the names after `up -d` (none: all of the project's).
+        let names = |run: &str| -> Vec<String> {
+            let after = run.split(" up -d").nth(1).unwrap_or("");
+            after.split_whitespace().map(str::to_string).collect()
+        };
+        let mine = names(&command.run);
+        // Either step starting every service makes the call start every service.
+        let all =
+            services.is_empty() || into_services.is_empty() || names(&into_command.run).is_empty();
+        if all {
+            into_command.run = match command.run.find(" up -d") {
+                Some(i) => command.run[..i + 6].to_string(),
+                None => command.run.clone(),
+            };
+        }
+        // Its selectors join the other step's (what the step checks of them follows them); its
+        // names follow that step's, in the same order.
+        for (i, sel) in services.iter().enumerate() {
+            if !into_services.contains(sel) {
+                into_services.push(sel.clone());
+                if let (false, Some(name)) = (all, mine.get(i)) {
                     into_command.run.push(' ');
                     into_command.run.push_str(name);
                 }

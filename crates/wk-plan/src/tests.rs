@@ -563,3 +563,54 @@ fn a_gateway_that_is_a_member_starts_nginx_in_its_member_up() {
         "recreate the member's WuKongIM with its new environment; start (or reload) nginx"
     );
 }
+
+#[test]
+fn a_step_together_with_one_of_all_services_starts_them_all() {
+    use crate::playbook::ServiceSelector;
+    let text = read(&repo().join("examples/cluster.yml"));
+    let inv = Inventory::parse("cluster.yml", &text).unwrap();
+    let req = node2_with_node1_service("wukongim");
+    let up = |a: &str, b: &str| {
+        format!(
+            "name: x\nsteps:\n  - id: a\n    on: gateway\n    compose_up: {{dir: /d, services: [{a}]}}\n  - id: b\n    on: gateway\n    compose_up: {{dir: /d, services: [{b}], together_with: a}}\n"
+        )
+    };
+    let nginx = ServiceSelector::Name("nginx".into());
+    let member = ServiceSelector::ImageName("wukongim".into());
+    for (a, b, want_services, want_tail) in [
+        ("", "{name: nginx}", vec![nginx.clone()], " up -d"),
+        ("{image_name: wukongim}", "", vec![member.clone()], " up -d"),
+        (
+            "{image_name: wukongim}",
+            "{name: nginx}, {image_name: wukongim}",
+            vec![member.clone(), nginx.clone()],
+            " up -d wukongim nginx",
+        ),
+    ] {
+        let mut sources = Sources::embedded();
+        sources.playbook = up(a, b);
+        let plan = build(&inv, &text, &sources, &req).unwrap_or_else(|e| panic!("{e}"));
+        let ids: Vec<&str> = plan.steps.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["a@node1"], "{a} / {b}");
+        let Action::ComposeUp {
+            services, command, ..
+        } = &plan.steps[0].action
+        else {
+            panic!()
+        };
+        assert_eq!(services, &want_services, "{a} / {b}");
+        assert!(
+            command.run.ends_with(want_tail),
+            "{a} / {b}: {}",
+            command.run
+        );
+    }
+    // Another dir: a step of its own.
+    let mut sources = Sources::embedded();
+    sources.playbook = up("", "{name: nginx}").replace(
+        "compose_up: {dir: /d, services: [{name: nginx}]",
+        "compose_up: {dir: /e, services: [{name: nginx}]",
+    );
+    let plan = build(&inv, &text, &sources, &req).unwrap();
+    assert_eq!(plan.steps.len(), 2);
+}

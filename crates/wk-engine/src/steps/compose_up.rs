@@ -176,8 +176,10 @@ impl ComposeUp<'_> {
                 ));
             }
         }
+        // Every container the call (re)started was running by now.
+        let returned = Instant::now();
         pause::at(step, Point::Middle).await;
-        self.steady(cx, &s).await?;
+        self.steady(cx, &s, returned).await?;
         let done = if reload_only {
             "nginx reloaded".into()
         } else {
@@ -197,24 +199,32 @@ impl ComposeUp<'_> {
     }
 
     /// Every service it started runs, does what the step verifies, and still runs the same
-    /// process at a look [`STEADY`] or more after the one that saw it run (a container whose
-    /// process keeps dying shows `running` between its restarts). What the step verifies fills
-    /// the time between the two looks: nothing waits for its own sake once it has passed. A
-    /// restart in between sends it round again, as what was verified may have been the run
-    /// before. An nginx that refused the new file at its first start gets its old file back and
-    /// is stopped.
+    /// process at a look [`STEADY`] or more after it was known to run (a container whose
+    /// process keeps dying shows `running` between its restarts): after the compose call
+    /// returned, when the first look shows the runs it started (no restart since: each
+    /// container's restart count as before it, 0 for a new one), else after that look. What
+    /// the step verifies fills the time between the two looks: nothing waits for its own sake
+    /// once it has passed. A restart in between sends it round again, as what was verified may
+    /// have been the run before. An nginx that refused the new file at its first start gets its
+    /// old file back and is stopped.
     async fn steady<R: Remote + 'static>(
         &self,
         cx: &Cx<'_, R>,
         s: &Seen,
+        returned: Instant,
     ) -> Result<(), EngineError> {
         let t = Instant::now();
         let mut poll = crate::poll::Poll::up_to(Duration::from_millis(300));
+        let mut anchor = Some(returned);
         loop {
             let first = self.running(cx, s, t, &mut poll).await?;
             let seen = Instant::now();
+            let since = match anchor.take() {
+                Some(r) if s.state.first_runs(&first) => r,
+                _ => seen,
+            };
             let verified = self.verify(cx, s).await;
-            if let Some(rest) = STEADY.checked_sub(seen.elapsed()) {
+            if let Some(rest) = STEADY.checked_sub(since.elapsed()) {
                 tokio::time::sleep(rest).await;
             }
             let last = cx.compose_state(self.dir).await?;
