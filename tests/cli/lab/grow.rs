@@ -559,7 +559,113 @@ fn a_hand_made_cluster_and_a_gateway_host() {
     assert_eq!(joined_count(&dir), 2);
 }
 
-/// The two tests share hosts node12..node15: each holds this lock while it uses them.
+/// A gateway that is a member starts nginx in that member's compose call; when the member was
+/// stopped (by the operator, after the preflight) and its compose file does not change, the
+/// member stays stopped and nginx alone is brought up to date (here: reloaded with the third
+/// node in its upstreams). The run is killed once that step is done, and rolled back.
+#[test]
+fn a_stopped_gateway_member_stays_stopped_while_nginx_reloads() {
+    let Some(lab) = lab_with(15) else { return };
+    let _turn = hosts_turn();
+    for h in HOSTS {
+        reset(&lab, h);
+    }
+    lab.deploy_single("node12", &SingleNode::default()).unwrap();
+    let dir = fresh_dir("stopped-member");
+    inventory(
+        &lab,
+        &dir,
+        "node1",
+        &[
+            ("node1", "node12", 1001),
+            ("node2", "node13", 1002),
+            ("node3", "node14", 1003),
+        ],
+    );
+    expand(&dir, "node2");
+    let pause = dir.join("member-up.pause");
+    std::fs::write(&pause, "").unwrap();
+    let mut run = std::process::Command::new(env!("CARGO_BIN_EXE_wkctl"))
+        .args(["--output", "json", "expand", "--add", "node3", "--yes"])
+        .current_dir(&dir)
+        .env_remove("SSH_AUTH_SOCK")
+        .env("WKCTL_TEST_PAUSE", "member-up@node1:start")
+        .env("WKCTL_TEST_PAUSE_FILE", &pause)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    while std::fs::read_to_string(&pause)
+        .unwrap_or_default()
+        .is_empty()
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the run never paused"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    lab.sh("node12", "cd ~/wukongim && docker compose stop wukongim")
+        .unwrap();
+    std::fs::remove_file(&pause).unwrap();
+    let mut note = None;
+    for line in BufReader::new(run.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        let e: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if e["id"] == "member-up@node1" && e["event"] != "step_started" {
+            note = Some(line);
+            break;
+        }
+    }
+    run.kill().unwrap();
+    run.wait().unwrap();
+    let note = note.expect("member-up@node1 ended");
+    assert!(
+        note.contains("\"step_ok\"") || note.contains("\"step_changed\""),
+        "{note}"
+    );
+    assert!(
+        note.contains(
+            "its WuKongIM is not running, and its compose file did not change: left stopped"
+        ),
+        "{note}"
+    );
+    let ps = lab
+        .sh(
+            "node12",
+            "cd ~/wukongim && docker compose ps --services --filter status=running",
+        )
+        .unwrap();
+    assert!(!ps.lines().any(|l| l == "wukongim"), "{ps}");
+    assert!(ps.lines().any(|l| l == "nginx"), "{ps}");
+    let seen = lab
+        .sh(
+            "node12",
+            "cd ~/wukongim && docker compose exec -T nginx cat /etc/nginx/nginx.conf",
+        )
+        .unwrap();
+    assert!(
+        seen.contains(&format!("server {}:5001", lab.host("node14").ip)),
+        "nginx runs the file with node3: {seen}"
+    );
+    // The operator starts it again; the rollback asks the cluster whether node3 joined.
+    lab.sh("node12", "cd ~/wukongim && docker compose start wukongim")
+        .unwrap();
+    let ip1 = lab.host("node12").ip.clone();
+    lab.wait_joined("node12", &ip1, 1001, Duration::from_secs(60))
+        .unwrap();
+    let rb = wkctl(&dir, &["rollback", "--yes"]);
+    assert_eq!(
+        rb.status.code(),
+        Some(0),
+        "{}{}",
+        text(&rb.stdout),
+        text(&rb.stderr)
+    );
+}
+
+/// The tests of this file share hosts node12..node15: each holds this lock while it uses them.
 static HOSTS_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn hosts_turn() -> std::sync::MutexGuard<'static, ()> {
