@@ -1,6 +1,7 @@
-//! What the hosts say before anything is planned: one script per host (data dir, listening
-//! ports, peers it must reach, the run lock), compose and the Docker daemon as the steps call
-//! them, the compose file and prometheus.yml; and a member's health and its cluster's members.
+//! What the hosts say before anything is planned, each host's parts asked at once: one script
+//! (data dir, listening ports, peers it must reach, the run lock), compose and the Docker daemon
+//! as the steps call them, the compose file and prometheus.yml; and a member's health and its
+//! cluster's members.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
