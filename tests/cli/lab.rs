@@ -260,6 +260,45 @@ fn wkctl(dir: &std::path::Path, args: &[&str]) -> Output {
 }
 
 /// wkctl as a script runs it, without `--yes`: no terminal to ask on.
+/// `wkctl ARGS` in `dir` started with the engine's test hook at `at` (`<step>:<point>`), its
+/// output piped; returns once the run waits there (its pause file then exists: removing it lets
+/// the run go on), or what it said if it never got there within 60 s.
+fn paused(
+    dir: &std::path::Path,
+    args: &[&str],
+    at: &str,
+    pause: &std::path::Path,
+) -> Result<std::process::Child, String> {
+    let _ = std::fs::remove_file(pause);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wkctl"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("SSH_AUTH_SOCK")
+        .env("WKCTL_TEST_PAUSE", at)
+        .env("WKCTL_TEST_PAUSE_FILE", pause)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while !pause.exists() {
+        if child.try_wait().unwrap().is_some() {
+            let out = child.wait_with_output().unwrap();
+            return Err(format!(
+                "the run never reached {at}: {}{}",
+                text(&out.stdout),
+                text(&out.stderr)
+            ));
+        }
+        if t.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            return Err(format!("the run did not reach {at} within 60 s"));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(child)
+}
+
 fn without_yes(dir: &std::path::Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_wkctl"))
         .args(args)
@@ -1361,27 +1400,8 @@ fn rollback_to_the_bytes_and_resume_after_a_kill() {
     // ... and the rollback puts every byte back and leaves node9 clean, holding the cluster's
     // lock while it works (paused once it holds it: the lock names the run, as a rollback).
     let pause = dir.join("rollback.pause");
-    std::fs::write(&pause, "").unwrap();
-    let paused = Command::new(env!("CARGO_BIN_EXE_wkctl"))
-        .args(["rollback", "--yes"])
-        .current_dir(&dir)
-        .env("WKCTL_TEST_PAUSE", "rollback:start")
-        .env("WKCTL_TEST_PAUSE_FILE", &pause)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let t = Instant::now();
-    while std::fs::read_to_string(&pause)
-        .unwrap_or_default()
-        .is_empty()
-    {
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "the rollback never paused"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let paused = paused(&dir, &["rollback", "--yes"], "rollback:start", &pause)
+        .unwrap_or_else(|e| panic!("{e}"));
     let lock = lab.sh("node8", "cat ~/wukongim/.wkctl.lock").unwrap();
     assert!(lock.contains(" op=rollback "), "{lock}");
     let beside = wkctl(

@@ -39,21 +39,11 @@ pub(crate) struct HostState {
     pub wk_yaml: Option<String>,
 }
 
-/// Which compose runs (`docker compose`, else `docker-compose`), asked as the steps run compose
-/// (through the plan's sudo prefix).
-fn compose_probe(prefix: &str) -> String {
-    format!(
-        "{prefix}sh -c {}",
-        shell::quote("if docker compose version >/dev/null 2>&1; then c='docker compose'; elif docker-compose version >/dev/null 2>&1; then c=docker-compose; else c=; fi\necho \"compose=$c\"")
-    )
-}
-
-/// Whether the Docker daemon answers, and what the install dir's project runs, asked as the
-/// steps run compose. Apart from [`compose_probe`]: a compose program's start is the longest
-/// part, and the two go at once.
-fn daemon_probe(dir: &str, prefix: &str) -> String {
+/// Which compose runs, whether the Docker daemon answers, and what the install dir's project
+/// runs: run as the steps run compose (through the plan's sudo prefix).
+fn docker_probe(dir: &str, prefix: &str) -> String {
     let inner = format!(
-        "if v=$(docker version --format '{{{{.Server.Version}}}}' 2>&1); then echo \"docker=ok $v\"; else echo \"docker=fail $(printf '%s' \"$v\" | tr '\\n' ' ' | cut -c1-300)\"; exit 0; fi\n{}",
+        "if docker compose version >/dev/null 2>&1; then c='docker compose'; elif docker-compose version >/dev/null 2>&1; then c=docker-compose; else c=; fi\necho \"compose=$c\"\nif v=$(docker version --format '{{{{.Server.Version}}}}' 2>&1); then echo \"docker=ok $v\"; else echo \"docker=fail $(printf '%s' \"$v\" | tr '\\n' ' ' | cut -c1-300)\"; exit 0; fi\n[ -n \"$c\" ] || exit 0\n{}",
         docker::state_part()
     );
     docker::in_dir(dir, prefix, &inner)
@@ -156,18 +146,11 @@ impl<R: Remote + 'static> Engine<R> {
             // one (a plugin in the user's ~/.docker, or the docker group, may not be there
             // under sudo).
             let probe = if sudo_ok.as_ref().is_none_or(|s| s.is_ok()) {
-                let prefix = wk_plan::plan::sudo_prefix(node.ssh.sudo);
-                let ask = |script: String| {
-                    r.exec(
-                        ExecRequest::new(script)
-                            .sudo_inside(sudo)
-                            .timeout(Duration::from_secs(60)),
-                    )
-                };
-                let (compose, daemon) =
-                    tokio::join!(ask(compose_probe(prefix)), ask(daemon_probe(dir, prefix)));
-                let (compose, daemon) = (compose.map_err(host_err)?, daemon.map_err(host_err)?);
-                Some(compose.stdout_str() + &daemon.stdout_str())
+                let req =
+                    ExecRequest::new(docker_probe(dir, wk_plan::plan::sudo_prefix(node.ssh.sudo)))
+                        .sudo_inside(sudo)
+                        .timeout(Duration::from_secs(60));
+                Some(r.exec(req).await.map_err(host_err)?.stdout_str())
             } else {
                 None
             };

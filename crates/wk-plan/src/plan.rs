@@ -698,8 +698,7 @@ impl Builder<'_> {
         };
         let mine = names(&command.run);
         // Either step starting every service makes the call start every service.
-        let all =
-            services.is_empty() || into_services.is_empty() || names(&into_command.run).is_empty();
+        let all = services.is_empty() || names(&into_command.run).is_empty();
         if all {
             into_command.run = match command.run.find(" up -d") {
                 Some(i) => command.run[..i + 6].to_string(),

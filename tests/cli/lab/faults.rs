@@ -17,14 +17,14 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use wk_lab::deploy::SingleNode;
 use wk_lab::Lab;
 
-use super::{inventory_of, lab_with, playbook_with_waits, reset, snapshot, text, wkctl};
+use super::{inventory_of, lab_with, paused, playbook_with_waits, reset, snapshot, text, wkctl};
 
 const LANES: usize = 5;
 const FIRST_HOST: usize = 16;
@@ -272,34 +272,19 @@ impl<'a> Lane<'a> {
     /// waits there (its child and the pause file), or what it said if it never got there.
     fn paused_run(&self, at: &str) -> Result<(std::process::Child, PathBuf), String> {
         let pause = self.dir.join("pause");
-        let _ = std::fs::remove_file(&pause);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wkctl"))
-            .args(["expand", "--add", "node2", "--playbook", "faults.yml"])
-            .current_dir(&self.dir)
-            .env_remove("SSH_AUTH_SOCK")
-            .env("WKCTL_YES", "1")
-            .env("WKCTL_TEST_PAUSE", at)
-            .env("WKCTL_TEST_PAUSE_FILE", &pause)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let t = Instant::now();
-        while !pause.exists() {
-            if child.try_wait().unwrap().is_some() {
-                let out = child.wait_with_output().unwrap();
-                return Err(format!(
-                    "the run never reached {at}: {}{}",
-                    text(&out.stdout),
-                    text(&out.stderr)
-                ));
-            }
-            if t.elapsed() > Duration::from_secs(60) {
-                let _ = child.kill();
-                return Err(format!("the run did not reach {at} within 60 s"));
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let child = paused(
+            &self.dir,
+            &[
+                "expand",
+                "--add",
+                "node2",
+                "--playbook",
+                "faults.yml",
+                "--yes",
+            ],
+            at,
+            &pause,
+        )?;
         Ok((child, pause))
     }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use wk_lab::deploy::SingleNode;
 use wk_lab::Lab;
 
-use super::{lab_with, reset, text, wkctl};
+use super::{lab_with, paused, reset, text, wkctl};
 
 const HOSTS: [&str; 4] = ["node12", "node13", "node14", "node15"];
 
@@ -584,28 +584,13 @@ fn a_stopped_gateway_member_stays_stopped_while_nginx_reloads() {
     );
     expand(&dir, "node2");
     let pause = dir.join("member-up.pause");
-    std::fs::write(&pause, "").unwrap();
-    let mut run = std::process::Command::new(env!("CARGO_BIN_EXE_wkctl"))
-        .args(["--output", "json", "expand", "--add", "node3", "--yes"])
-        .current_dir(&dir)
-        .env_remove("SSH_AUTH_SOCK")
-        .env("WKCTL_TEST_PAUSE", "member-up@node1:start")
-        .env("WKCTL_TEST_PAUSE_FILE", &pause)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let t = std::time::Instant::now();
-    while std::fs::read_to_string(&pause)
-        .unwrap_or_default()
-        .is_empty()
-    {
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "the run never paused"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut run = paused(
+        &dir,
+        &["--output", "json", "expand", "--add", "node3", "--yes"],
+        "member-up@node1:start",
+        &pause,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     lab.sh("node12", "cd ~/wukongim && docker compose stop wukongim")
         .unwrap();
     std::fs::remove_file(&pause).unwrap();

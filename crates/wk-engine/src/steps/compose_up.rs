@@ -130,7 +130,8 @@ impl ComposeUp<'_> {
                 .cloned()
                 .collect();
             let note = "not running, and its compose file did not change: left stopped";
-            if others.is_empty() || s.member_names.is_empty() {
+            // No names (all of the project's services): the member's among them.
+            if others.is_empty() {
                 return Ok(Done::Ok(note.into()));
             }
             let at = command
