@@ -392,7 +392,7 @@ fn expand_adds_node2_for_real() {
         "the settings node2 gets from node1 are shown:\n{out}"
     );
     assert!(
-        out.contains("$ cd ~/wukongim && docker compose up -d wukongim"),
+        out.contains("$ cd ~/wukongim && flock . docker compose up -d wukongim"),
         "and the exact commands:\n{out}"
     );
     let after: BTreeMap<&str, _> = ["node1", "node2"]

@@ -71,7 +71,7 @@ fn offline_dry_run_of_the_example_prints_the_whole_plan() {
         format!("WK_EXTERNAL_TCPADDR={}", seed("WK_EXTERNAL_TCPADDR")),
         "add service `nginx` (one already there stays as it is)".to_string(),
         format!("targets: ['{node2_host}:5300']"),
-        "$ cd ~/wukongim && sudo -n $COMPOSE up -d $WK_SERVICE".to_string(),
+        "$ cd ~/wukongim && sudo -n flock . $COMPOSE up -d $WK_SERVICE".to_string(),
         "将加入 → 加入中 → 已加入".to_string(),
         "Nothing was changed.".to_string(),
     ] {

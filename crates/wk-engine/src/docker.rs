@@ -103,12 +103,13 @@ impl Services {
 
     /// Whether every container of `now` runs the process it ran at this look (a container this
     /// look saw running, with the same restart count) or its first one (a container this look
-    /// did not have, never restarted). A container this look saw stopped may have been started
-    /// and restarted since with any count: not a first run.
+    /// did not have, or saw created and never started, never restarted). A container this look
+    /// saw stopped may have been started and restarted since with any count: not a first run.
     pub fn first_runs(&self, now: &Services) -> bool {
         now.0
             .iter()
             .all(|c| match self.0.iter().find(|b| b.id == c.id) {
+                Some(b) if b.status == "created" => c.restarts == 0,
                 Some(b) => b.status == "running" && b.restarts == c.restarts,
                 None => c.restarts == 0,
             })
@@ -286,6 +287,12 @@ mod tests {
         assert!(!first(vec![c("a", "running", 3)]), "a restarted");
         assert!(!first(vec![c("n", "running", 1)]), "a new one restarted");
         assert!(!first(vec![c("b", "running", 0)]), "started since: unknown");
+        let created = Services(vec![c("k", "created", 0)]);
+        assert!(created.first_runs(&Services(vec![c("k", "running", 0)])));
+        assert!(
+            !created.first_runs(&Services(vec![c("k", "running", 1)])),
+            "created, then started and restarted"
+        );
         assert!(Services::default().first_runs(&Services(vec![c("n", "running", 0)])));
     }
 

@@ -4,6 +4,11 @@
 
 use std::time::Duration;
 
+/// The ceiling of a wait on WuKongIM's own API (a node's health, a join, a member back in its
+/// cluster): a request per member a round is cheap beside a join's seconds, and a wait that
+/// ends within a tenth of a second of its condition keeps a join near WuKongIM's own time.
+pub(crate) const API: Duration = Duration::from_millis(100);
+
 #[derive(Debug, Clone)]
 pub(crate) struct Poll {
     next: Duration,

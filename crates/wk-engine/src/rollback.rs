@@ -45,7 +45,7 @@ impl<R: Remote + 'static> Engine<R> {
             )));
         }
         // Has a new node become a member? The cluster says, not the journal.
-        let joined = self.joined(&plan).await?;
+        let joined = self.joined(&plan, &lines).await?;
         if !joined.is_empty() && !opts.after_join {
             let names = joined.join(", ");
             return Err(EngineError::Input(format!(
@@ -71,7 +71,7 @@ impl<R: Remote + 'static> Engine<R> {
         // A join under way when the cluster was asked may have finished before the node
         // stopped: then nothing more is undone, and the operator chooses.
         if !opts.dry_run && !opts.after_join {
-            let late = self.joined(&plan).await?;
+            let late = self.joined(&plan, &lines).await?;
             if !late.is_empty() {
                 u.log(json!({"type": "rollback_stopped", "joined": late}))?;
                 let names = late.join(", ");
@@ -250,7 +250,14 @@ impl<R: Remote + 'static> Engine<R> {
 
     /// The nodes the run adds that the cluster lists as members (at any status), as
     /// `name (id)`, asked of the seed.
-    async fn joined(&self, plan: &Plan) -> Result<Vec<String>, EngineError> {
+    async fn joined(&self, plan: &Plan, lines: &[Value]) -> Result<Vec<String>, EngineError> {
+        // A node whose WuKongIM never started cannot have joined (its containers may have been
+        // created): then the cluster is not asked, as a member a killed run left restarting
+        // may not answer yet.
+        let ran = crate::steps::ran_new_nodes(plan, lines);
+        if ran.is_empty() {
+            return Ok(Vec::new());
+        }
         let seed = self.inv.seed_node();
         let p = crate::facts::probe(Some(self.remote(&seed.name)?.as_ref()), seed, false).await;
         let members = p.members.map_err(|e| {

@@ -91,6 +91,10 @@ pub struct Step {
     pub phase: Phase,
     pub title: String,
     pub action: Action,
+    /// The playbook steps it waits for on other hosts (`after` in the playbook); `None`: every
+    /// step before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -168,6 +172,10 @@ pub enum Action {
         services: Vec<ServiceSelector>,
         command: Command,
     },
+    ComposeCreate {
+        dir: String,
+        command: Command,
+    },
     ComposeSignal {
         dir: String,
         service: ServiceSelector,
@@ -202,6 +210,7 @@ impl Action {
             Action::ComposeService { .. } => "compose_service",
             Action::PrometheusJob { .. } => "prometheus_job",
             Action::ComposeUp { .. } => "compose_up",
+            Action::ComposeCreate { .. } => "compose_create",
             Action::ComposeSignal { .. } => "compose_signal",
             Action::WaitHealth { .. } => "wait_health",
             Action::WaitJoined { .. } => "wait_joined",
@@ -214,6 +223,7 @@ impl Action {
         match self {
             Action::Mkdir { command, .. }
             | Action::ComposeUp { command, .. }
+            | Action::ComposeCreate { command, .. }
             | Action::ComposeSignal { command, .. }
             | Action::Command { command, .. } => vec![command],
             _ => Vec::new(),
@@ -652,6 +662,7 @@ impl Builder<'_> {
             phase,
             title: spec.title.clone().unwrap_or_else(|| spec.id.clone()),
             action,
+            after: spec.after.clone(),
         });
         Ok(())
     }
@@ -738,6 +749,7 @@ impl Builder<'_> {
             phase: Phase::Join,
             title: spec.title.clone().unwrap_or_else(|| spec.id.clone()),
             action,
+            after: spec.after.clone(),
         });
         Ok(())
     }
@@ -764,6 +776,13 @@ impl Builder<'_> {
             ActionSpec::ComposeService(s) => r.compose_service(s)?,
             ActionSpec::PrometheusJob(p) => r.prometheus_job(p)?,
             ActionSpec::ComposeUp(u) => r.compose_up(u)?,
+            ActionSpec::ComposeCreate(c) => {
+                let dir = r.str(&c.dir)?;
+                Action::ComposeCreate {
+                    command: r.docker(&dir, "up --no-start"),
+                    dir,
+                }
+            }
             ActionSpec::ComposeSignal(s) => r.compose_signal(s)?,
             ActionSpec::WaitHealth(w) => Action::WaitHealth {
                 address: r.str(&w.address)?,
@@ -1047,11 +1066,14 @@ impl Render<'_> {
     }
 
     /// `cd DIR && [sudo] COMPOSE ARGS`.
+    /// A compose command in `dir`, under `flock .` (the project's directory locked): a compose
+    /// call a killed run left going there ends before this one starts, and two never race to
+    /// recreate one container.
     fn docker(&self, dir: &str, args: &str) -> Command {
         let sudo = self.host.ssh.sudo;
         Command {
             run: format!(
-                "cd {} && {}{} {}",
+                "cd {} && {}flock . {} {}",
                 shell_path(dir),
                 sudo_prefix(sudo),
                 self.compose,

@@ -43,6 +43,12 @@ pub struct StepSpec {
     pub on: On,
     #[serde(default)]
     pub title: Option<String>,
+    /// The earlier steps (playbook ids, of the `steps` section) this one waits for on every
+    /// host; on its own host it still follows every earlier step. Without it a step waits for
+    /// every step before it (steps of one playbook step on different hosts run at once where
+    /// their kind allows). The steps after it wait for it as for any other.
+    #[serde(default)]
+    pub after: Option<Vec<String>>,
     #[serde(default)]
     pub preflight: Option<Empty>,
     #[serde(default)]
@@ -63,6 +69,8 @@ pub struct StepSpec {
     pub prometheus_job: Option<PrometheusJobSpec>,
     #[serde(default)]
     pub compose_up: Option<ComposeUpSpec>,
+    #[serde(default)]
+    pub compose_create: Option<ComposeCreateSpec>,
     #[serde(default)]
     pub compose_signal: Option<ComposeSignalSpec>,
     #[serde(default)]
@@ -86,6 +94,7 @@ pub enum ActionSpec<'a> {
     ComposeService(&'a ComposeServiceSpec),
     PrometheusJob(&'a PrometheusJobSpec),
     ComposeUp(&'a ComposeUpSpec),
+    ComposeCreate(&'a ComposeCreateSpec),
     ComposeSignal(&'a ComposeSignalSpec),
     WaitHealth(&'a WaitHealthSpec),
     WaitJoined(&'a WaitJoinedSpec),
@@ -108,6 +117,7 @@ impl StepSpec {
               nginx_conf => NginxConf,
               compose_env => ComposeEnv, compose_service => ComposeService,
               prometheus_job => PrometheusJob, compose_up => ComposeUp,
+              compose_create => ComposeCreate,
               compose_signal => ComposeSignal, wait_health => WaitHealth,
               wait_joined => WaitJoined, command => Command);
         if found.len() == 1 {
@@ -212,6 +222,14 @@ pub struct ComposeUpSpec {
     /// both, each verified as its own would be) instead of a call of their own after it.
     #[serde(default)]
     pub together_with: Option<String>,
+}
+
+/// A project's containers created, not started (`up --no-start`): a new node's start is then
+/// only its start, and a missing image shows before the members restart.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComposeCreateSpec {
+    pub dir: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -329,6 +347,28 @@ impl Playbook {
                         problems.push(
                             here(format!("`together_with: {with}` names no earlier compose_up step of this section"))
                                 .fix("name a compose_up step that comes before it in the same section, or drop `together_with`"),
+                        );
+                    }
+                }
+                if let Some(after) = &s.after {
+                    let earlier: Vec<&str> = pb
+                        .steps
+                        .iter()
+                        .take_while(|o| o.id != s.id)
+                        .map(|o| o.id.as_str())
+                        .collect();
+                    if section != "steps" {
+                        problems.push(
+                            here("`after` belongs in the steps section".into())
+                                .fix("drop `after`: join and finish steps run in their order"),
+                        );
+                    }
+                    for a in after.iter().filter(|a| !earlier.contains(&a.as_str())) {
+                        problems.push(
+                            here(format!(
+                                "`after: {a}` names no earlier step of the steps section"
+                            ))
+                            .fix("name steps that come before it, or drop `after`"),
                         );
                     }
                 }

@@ -274,14 +274,14 @@ fn sudo_modes_shape_commands() {
     let cmd = up.action.commands()[0];
     assert_eq!(
         cmd.run,
-        "cd /opt/wukongim && sudo -k -S -p '' $COMPOSE up -d"
+        "cd /opt/wukongim && sudo -k -S -p '' flock . $COMPOSE up -d"
     );
     assert!(cmd.sudo);
     let (_, plan) = outputs("custom-ports-ipv6"); // no sudo, docker-compose
     let up = plan.steps.iter().find(|s| s.id == "member-up@a").unwrap();
     assert_eq!(
         up.action.commands()[0].run,
-        "cd ~/wukongim && docker-compose up -d $WK_SERVICE nginx"
+        "cd ~/wukongim && flock . docker-compose up -d $WK_SERVICE nginx"
     );
 }
 
@@ -346,7 +346,7 @@ fn host_facts_replace_placeholders() {
         .unwrap();
     assert_eq!(
         up.action.commands()[0].run,
-        "cd ~/wukongim && sudo -n docker compose up -d wukongim1 nginx"
+        "cd ~/wukongim && sudo -n flock . docker compose up -d wukongim1 nginx"
     );
 }
 
@@ -438,6 +438,34 @@ fn playbook_mistakes_are_reported() {
         );
     }
     assert!(!err.contains("step `later`"), "{err}");
+    // `after` names earlier steps of the steps section, and only there.
+    let step = |id: &str, on: &str, after: &str| {
+        format!("  - id: {id}\n    on: {on}\n    after: [{after}]\n    lock: {{path: /l}}\n")
+    };
+    let bad = format!(
+        "name: x\nsteps:\n{}{}{}join:\n{}",
+        step("first", "gateway", "second"),
+        step("second", "gateway", "first"),
+        step("third", "new", "first, nosuch"),
+        step("j", "joining", "first"),
+    );
+    let err = Playbook::parse("pb.yml", &bad).unwrap_err().to_string();
+    assert!(
+        err.contains("step `first`: `after: second` names no earlier step"),
+        "{err}"
+    );
+    assert!(
+        err.contains("step `third`: `after: nosuch` names no earlier step"),
+        "{err}"
+    );
+    assert!(
+        err.contains("step `j`: `after` belongs in the steps section"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("step `second`") && !err.contains("after: first"),
+        "{err}"
+    );
     let err = Playbook::parse("pb.yml", "name: x\nsteps:\n  - id: a\n    on: nowhere\n")
         .unwrap_err()
         .to_string();

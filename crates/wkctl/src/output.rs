@@ -112,6 +112,15 @@ fn step_text(o: &mut String, step: &wk_plan::plan::Step) {
     let line = |o: &mut String, s: String| {
         let _ = writeln!(o, "       {s}");
     };
+    if let Some(after) = &step.after {
+        line(
+            o,
+            format!(
+                "starts once {} ended, beside the steps listed before it on other hosts",
+                after.join(", ")
+            ),
+        );
+    }
     match &step.action {
             Action::Preflight { checks } => {
                 for c in checks {
@@ -129,7 +138,10 @@ fn step_text(o: &mut String, step: &wk_plan::plan::Step) {
             | Action::ComposeEnv { .. }
             | Action::ComposeService { .. }
             | Action::PrometheusJob { .. } => file_text(o, &step.action),
-            Action::ComposeUp { .. } | Action::ComposeSignal { .. } | Action::Command { .. } => {}
+            Action::ComposeUp { .. }
+            | Action::ComposeCreate { .. }
+            | Action::ComposeSignal { .. }
+            | Action::Command { .. } => {}
             Action::WaitHealth {
                 address,
                 path,

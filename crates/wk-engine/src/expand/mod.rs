@@ -104,7 +104,9 @@ impl Planned {
             .filter(|s| {
                 matches!(
                     s.action,
-                    Action::ComposeUp { .. } | Action::ComposeSignal { .. }
+                    Action::ComposeUp { .. }
+                        | Action::ComposeCreate { .. }
+                        | Action::ComposeSignal { .. }
                 )
             })
             .filter(|s| touched.contains(s.host.as_str()))

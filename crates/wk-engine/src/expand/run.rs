@@ -11,25 +11,112 @@ use wk_plan::plan::Step;
 use wk_plan::Plan;
 use wk_remote::Remote;
 
-use crate::engine::{all, Engine, Options, Outcome};
+use crate::engine::{Engine, Options, Outcome};
 use crate::error::{step_err, EngineError};
 use crate::events::Event;
 use crate::pause::{self, Point};
 use crate::steps::{kind, shape, Cx, Done, RunCtx};
 
-/// Milliseconds spent per phase, in the order first seen.
-struct Timings(Vec<(String, u64)>);
+/// When each step ran, to tell the time per phase: a phase's time is the wall time some step
+/// of it was under way (steps that overlap count once).
+#[derive(Default)]
+struct Timings {
+    /// (phase, start, end) in the order the steps ended.
+    spans: Vec<(String, Instant, Instant)>,
+    first: Vec<(String, u64)>,
+}
 
 impl Timings {
-    fn add(&mut self, phase: String, ms: u64) {
-        match self.0.iter_mut().find(|(p, _)| *p == phase) {
-            Some((_, t)) => *t += ms,
-            None => self.0.push((phase, ms)),
+    fn phases(&self) -> Vec<(String, u64)> {
+        let mut out = self.first.clone();
+        let mut names: Vec<&String> = Vec::new();
+        for (p, _, _) in &self.spans {
+            if !names.contains(&p) {
+                names.push(p);
+            }
         }
+        for name in names {
+            let mut spans: Vec<(Instant, Instant)> = self
+                .spans
+                .iter()
+                .filter(|(p, _, _)| p == name)
+                .map(|&(_, a, b)| (a, b))
+                .collect();
+            spans.sort();
+            let (mut ms, mut reach) = (0u128, None::<Instant>);
+            for (a, b) in spans {
+                let from = reach.map_or(a, |r| r.max(a));
+                if b > from {
+                    ms += (b - from).as_millis();
+                }
+                reach = Some(reach.map_or(b, |r| r.max(b)));
+            }
+            out.push((name.clone(), ms as u64));
+        }
+        out
     }
 }
 
+/// For each step of the plan, the earlier steps it waits for. Steps on one host run in plan
+/// order. A step the playbook gives `after` waits on other hosts only for the steps of those
+/// playbook steps; any other waits for every step before its group (the same playbook step
+/// on other hosts, side by side in the plan, where its kind runs on several hosts at once).
+fn needs(plan: &Plan) -> Vec<Vec<usize>> {
+    let steps = &plan.steps;
+    let of = |st: &Step| playbook_id(&st.id).to_string();
+    let mut group = vec![0usize; steps.len()];
+    let mut i = 0;
+    let mut g = 0;
+    while i < steps.len() {
+        let j = group_end(plan, i);
+        group[i..j].iter_mut().for_each(|x| *x = g);
+        g += 1;
+        i = j;
+    }
+    (0..steps.len())
+        .map(|k| {
+            (0..k)
+                .filter(|&j| {
+                    steps[j].host == steps[k].host
+                        || match &steps[k].after {
+                            Some(after) => after.contains(&of(&steps[j])),
+                            None => group[j] < group[k],
+                        }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The playbook step a plan step comes from: its id up to `@` (or `[`, in a join step run on
+/// another host than the joining node).
+fn playbook_id(id: &str) -> &str {
+    id.split(['@', '[']).next().unwrap_or("")
+}
+
+/// Steps under way: each its index and future; they run on the runner's task.
+type Running<'a> = Vec<(
+    usize,
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, EngineError>> + 'a>>,
+)>;
+
+/// The first step under way to end: its index and what it returned.
+async fn next_done(running: &mut Running<'_>) -> (usize, Result<bool, EngineError>) {
+    std::future::poll_fn(|cx| {
+        for n in 0..running.len() {
+            if let std::task::Poll::Ready(r) = running[n].1.as_mut().poll(cx) {
+                let (k, _) = running.swap_remove(n);
+                return std::task::Poll::Ready((k, r));
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
 impl<R: Remote + 'static> Engine<R> {
+    /// Every step, each once the steps it waits for ([`needs`]) have ended, at most `parallel`
+    /// at once. After a failure or Ctrl-C no step starts; those under way end first.
     pub(super) async fn run(
         &self,
         opts: &Options,
@@ -39,66 +126,81 @@ impl<R: Remote + 'static> Engine<R> {
     ) -> Result<Outcome, EngineError> {
         let total = plan.steps.len();
         let (mut changed, mut ok) = (0usize, 0usize);
-        let mut timings = Timings(vec![(
-            "connect+facts+preflight".into(),
-            started.elapsed().as_millis() as u64,
-        )]);
-        let mut i = 0;
-        while i < total {
-            if opts
+        let mut timings = Timings {
+            first: vec![(
+                "connect+facts+preflight".into(),
+                started.elapsed().as_millis() as u64,
+            )],
+            ..Timings::default()
+        };
+        let needs = needs(&plan);
+        let mut begun = vec![None::<Instant>; total];
+        let mut ended = vec![false; total];
+        let mut last_ended: Option<usize> = None;
+        let mut failure: Option<EngineError> = None;
+        let mut interrupted = false;
+        let mut running: Running<'_> = Vec::new();
+        loop {
+            interrupted |= opts
                 .cancel
                 .as_ref()
-                .is_some_and(|c| c.load(Ordering::SeqCst))
-            {
-                let after = if i == 0 {
-                    "(none)".to_string()
-                } else {
-                    plan.steps[i - 1].id.clone()
-                };
-                let _ = run
-                    .log(json!({"type": "run_stopped", "reason": "interrupted by the operator"}))
-                    .await;
-                self.say(Event::Timings { phases: timings.0 });
-                return Err(EngineError::Interrupted { after });
-            }
-            let j = group_end(&plan, i);
-            let t = Instant::now();
-            let mut failure = None;
-            for chunk in (i..j).collect::<Vec<_>>().chunks(opts.parallel.max(1)) {
-                let jobs = chunk
-                    .iter()
-                    .map(|&k| self.one_step(k, &plan, &run))
-                    .collect();
-                for r in all(jobs).await {
-                    match r {
-                        Ok(true) => changed += 1,
-                        Ok(false) => ok += 1,
-                        Err(e) => failure = failure.or(Some(e)),
+                .is_some_and(|c| c.load(Ordering::SeqCst));
+            if failure.is_none() && !interrupted {
+                for k in 0..total {
+                    if running.len() >= opts.parallel.max(1) {
+                        break;
+                    }
+                    if begun[k].is_none() && needs[k].iter().all(|&j| ended[j]) {
+                        begun[k] = Some(Instant::now());
+                        running.push((k, Box::pin(self.one_step(k, &plan, &run))));
                     }
                 }
-                if failure.is_some() {
-                    break;
-                }
             }
+            if running.is_empty() {
+                break;
+            }
+            let (k, r) = next_done(&mut running).await;
+            ended[k] = true;
+            last_ended = Some(k);
             // Time spent waiting for WuKongIM itself (health, joins) is not orchestration.
-            let first = &plan.steps[i];
-            let phase = if shape(&first.action).waits() {
+            let step = &plan.steps[k];
+            let phase = if shape(&step.action).waits() {
                 "waiting for WuKongIM".to_string()
             } else {
-                format!("{:?}", first.phase).to_lowercase()
+                format!("{:?}", step.phase).to_lowercase()
             };
-            timings.add(phase, t.elapsed().as_millis() as u64);
-            if let Some(e) = failure {
-                let _ = run.log(json!({"type": "run_stopped"})).await;
-                self.say(Event::Timings { phases: timings.0 });
-                return Err(e);
+            let from = begun[k].unwrap_or_else(Instant::now);
+            timings.spans.push((phase, from, Instant::now()));
+            match r {
+                Ok(true) => changed += 1,
+                Ok(false) => ok += 1,
+                Err(e) => failure = failure.or(Some(e)),
             }
-            i = j;
+        }
+        drop(running);
+        if let Some(e) = failure {
+            let _ = run.log(json!({"type": "run_stopped"})).await;
+            self.say(Event::Timings {
+                phases: timings.phases(),
+            });
+            return Err(e);
+        }
+        if ended.iter().any(|e| !e) {
+            let after = last_ended.map_or("(none)".to_string(), |k| plan.steps[k].id.clone());
+            let _ = run
+                .log(json!({"type": "run_stopped", "reason": "interrupted by the operator"}))
+                .await;
+            self.say(Event::Timings {
+                phases: timings.phases(),
+            });
+            return Err(EngineError::Interrupted { after });
         }
         let _ = run
             .log(json!({"type": "run_finished", "changed": changed, "ok": ok}))
             .await;
-        self.say(Event::Timings { phases: timings.0 });
+        self.say(Event::Timings {
+            phases: timings.phases(),
+        });
         let run_id = run.journal.is_some().then(|| run.run_id.clone());
         if !opts.dry_run {
             self.say(self.endpoints(&plan));
@@ -213,4 +315,92 @@ fn group_end(plan: &Plan, i: usize) -> usize {
         }
     }
     j
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use serde_json::json;
+    use wk_plan::Plan;
+
+    use super::{needs, Timings};
+
+    /// The playbook's shape: new nodes' steps (`after: [lock]`) wait for the lock and their own
+    /// host's earlier steps only; the members' steps do not wait for them; the first join waits
+    /// for everything before it; steps of one playbook step on several hosts go side by side.
+    #[test]
+    fn steps_wait_for_their_host_their_after_and_every_group_before() {
+        let st = |id: &str, host: &str, kind: serde_json::Value, after: Option<&str>| {
+            let mut v = json!({"id": format!("{id}@{host}"), "host": host, "phase": "prepare", "title": "t", "action": kind});
+            if let Some(a) = after {
+                v["after"] = json!([a]);
+            }
+            v
+        };
+        let cmd = |run: &str| json!({"run": run, "sudo": false});
+        let file =
+            json!({"kind": "template", "src": "t", "dest": "/d/f", "mode": 420, "content": "x"});
+        let up =
+            json!({"kind": "compose_up", "dir": "/d", "services": [], "command": cmd("up -d")});
+        let create =
+            json!({"kind": "compose_create", "dir": "/d", "command": cmd("up --no-start")});
+        let lock = json!({"kind": "lock", "path": "/d/.lock"});
+        let steps = vec![
+            st("lock", "n1", lock, None),                          // 0
+            st("env", "n1", file.clone(), None),                   // 1
+            st("env", "n2", file.clone(), None),                   // 2
+            st("member-up", "n1", up.clone(), None),               // 3
+            st("member-up", "n2", up.clone(), None),               // 4
+            st("node-compose", "n3", file.clone(), Some("lock")),  // 5
+            st("node-compose", "n4", file, Some("lock")),          // 6
+            st("node-create", "n3", create.clone(), Some("lock")), // 7
+            st("node-create", "n4", create, Some("lock")),         // 8
+            st("node-up", "n3", up, None),                         // 9
+        ];
+        let mut plan: Plan = serde_json::from_value(json!({
+            "cluster": "t", "playbook": "p", "fingerprint": "f", "adding": [],
+            "members_before": [], "members_after": [], "gateway": "n1", "seed": "n1",
+            "assumptions": [], "warnings": [], "steps": [],
+        }))
+        .unwrap();
+        plan.steps = steps
+            .into_iter()
+            .map(|v| serde_json::from_value(v).unwrap())
+            .collect();
+        let n = needs(&plan);
+        assert_eq!(n[1], [0], "env@n1");
+        assert_eq!(n[2], [0], "env@n2 beside env@n1");
+        assert_eq!(n[3], [0, 1, 2], "member-up@n1");
+        assert_eq!(n[4], [0, 1, 2, 3], "restarts one at a time");
+        assert_eq!(n[5], [0], "a new node's file waits only for the lock");
+        assert_eq!(n[7], [0, 5], "its create follows its own host's file");
+        assert_eq!(n[8], [0, 6]);
+        assert_eq!(n[9], (0..9).collect::<Vec<_>>(), "the join waits for all");
+    }
+
+    /// A phase's time counts the wall time some step of it ran: overlaps once, gaps not.
+    #[test]
+    fn a_phase_counts_overlapping_steps_once() {
+        let t = Instant::now();
+        let at = |ms: u64| t + Duration::from_millis(ms);
+        let t = Timings {
+            first: vec![("connect".into(), 5)],
+            spans: vec![
+                ("prepare".into(), at(0), at(100)),
+                ("prepare".into(), at(50), at(120)),
+                ("join".into(), at(120), at(150)),
+                ("prepare".into(), at(200), at(210)),
+                ("prepare".into(), at(60), at(70)),
+            ],
+        };
+        assert_eq!(
+            t.phases(),
+            [
+                ("connect".to_string(), 5),
+                ("prepare".to_string(), 130),
+                ("join".to_string(), 30)
+            ]
+        );
+    }
 }

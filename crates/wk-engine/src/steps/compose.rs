@@ -53,12 +53,12 @@ impl<R: Remote + 'static> Cx<'_, R> {
         ))
     }
 
-    /// `cd DIR && [sudo] COMPOSE ARGS` with the step's compose program and sudo, as its plan
+    /// `cd DIR && [sudo] flock . COMPOSE ARGS` with the step's compose program and sudo, as its
     /// command shows them; the remote feeds sudo its password when the host needs one.
     pub async fn compose(&self, dir: &str, args: &str) -> Result<ExecOutput, EngineError> {
         self.forget_looks();
         let (prefix, prog) = self.compose_parts()?;
-        let cmd = format!("cd {} && {prefix}{prog} {args}", shell::path(dir));
+        let cmd = format!("cd {} && {prefix}flock . {prog} {args}", shell::path(dir));
         self.r
             .exec(ExecRequest::new(cmd).sudo_inside(self.sudo()))
             .await
@@ -137,7 +137,12 @@ impl<R: Remote + 'static> Cx<'_, R> {
             .iter()
             .position(|w| *w == "docker" || *w == "docker-compose")
             .ok_or_else(|| step_err(self.step, "no compose command in the plan"))?;
-        let prefix = words[..i].join(" ");
+        // The sudo part; the plan's `flock .` is put back by each call that changes services.
+        let mut before = &words[..i];
+        if before.ends_with(&["flock", "."]) {
+            before = &before[..before.len() - 2];
+        }
+        let prefix = before.join(" ");
         let prog = if words[i] == "docker" {
             "docker compose"
         } else {

@@ -321,7 +321,7 @@ impl ComposeUp<'_> {
         };
         let t = Instant::now();
         let mut last: String;
-        let mut poll = crate::poll::Poll::up_to(Duration::from_millis(300));
+        let mut poll = crate::poll::Poll::up_to(crate::poll::API);
         loop {
             match cx.r.tunnel(&node.internal_address, PORT_API).await {
                 Ok(tn) => match Api::new(&step.host, &tn.socket, &tn.target, cx.run.token.clone())
@@ -340,41 +340,47 @@ impl ComposeUp<'_> {
             poll.sleep().await;
         }
     }
+}
 
-    /// A new node's services, stopped and removed, first in a rollback (the journal says the
-    /// step started: a start that was cut may have started them too).
-    async fn down<R: Remote + 'static>(
-        &self,
-        u: &Undo<'_, R>,
-        step: &Step,
-    ) -> Result<usize, EngineError> {
-        let name = &step.host;
-        if !self.starts_new_node(step, u.plan)
-            || !super::started_new_nodes(u.plan, u.lines).contains(name)
-        {
-            return Ok(0);
-        }
-        let node = u.e.inv.node(name).ok_or_else(|| {
+/// A new node's services, stopped and removed, first in a rollback, by the first step of the
+/// plan that starts them on the host (its containers' creation, else its start), once the
+/// journal says one of those started (a start that was cut may have started them too).
+pub(crate) async fn down<R: Remote + 'static>(
+    u: &Undo<'_, R>,
+    step: &Step,
+) -> Result<usize, EngineError> {
+    let name = &step.host;
+    let first = u
+        .plan
+        .steps
+        .iter()
+        .find(|s| s.host == *name && super::shape(&s.action).starts_new_node(s, u.plan));
+    if first.map(|s| &s.id) != Some(&step.id)
+        || !super::started_new_nodes(u.plan, u.lines).contains(name)
+    {
+        return Ok(0);
+    }
+    let node =
+        u.e.inv.node(name).ok_or_else(|| {
             EngineError::Input(format!("{name} is not in the inventory any more"))
         })?;
-        // A rollback cut after it removed the install dir runs again: nothing is left to stop.
-        let dir = u.e.remote(name)?.stat(&node.install_dir).await;
-        if dir.map_err(crate::error::host_err)?.is_none() {
-            return Ok(0);
-        }
-        let cmd = format!(
-            "cd {} && {} down",
-            shell::path(&node.install_dir),
-            u.compose_of(name).await?
-        );
-        if u.dry {
-            u.show(name, cmd);
-            return Ok(0);
-        }
-        u.run_compose(name, cmd).await?;
-        u.done(name, "stopped and removed WuKongIM");
-        Ok(1)
+    // A rollback cut after it removed the install dir runs again: nothing is left to stop.
+    let dir = u.e.remote(name)?.stat(&node.install_dir).await;
+    if dir.map_err(crate::error::host_err)?.is_none() {
+        return Ok(0);
     }
+    let cmd = format!(
+        "cd {} && {} down",
+        shell::path(&node.install_dir),
+        u.compose_of(name).await?
+    );
+    if u.dry {
+        u.show(name, cmd);
+        return Ok(0);
+    }
+    u.run_compose(name, cmd).await?;
+    u.done(name, "stopped and removed WuKongIM");
+    Ok(1)
 }
 
 /// A host whose files a rollback restored: its services come up on them again, and nginx and
@@ -418,6 +424,6 @@ impl<R: Remote + 'static> Kind<R> for ComposeUp<'_> {
     }
 
     fn stop<'a>(&'a self, u: &'a Undo<'a, R>, step: &'a Step) -> Fut<'a, usize> {
-        Box::pin(self.down(u, step))
+        Box::pin(down(u, step))
     }
 }

@@ -34,6 +34,11 @@ fn scratch(name: &str) -> PathBuf {
 
 /// An engine whose two hosts are homes under `root`.
 fn engine(root: &Path) -> Engine<LocalRemote> {
+    engine_seen(root, Arc::new(Seen::default()))
+}
+
+/// [`engine`], its events kept in `seen`.
+fn engine_seen(root: &Path, seen: Arc<Seen>) -> Engine<LocalRemote> {
     let inv = Inventory::parse("t.yml", INVENTORY).unwrap();
     let mut hosts = BTreeMap::new();
     for h in ["node1", "node2"] {
@@ -42,13 +47,7 @@ fn engine(root: &Path) -> Engine<LocalRemote> {
             Arc::new(LocalRemote::new(h, root.join(h)).unwrap()),
         );
     }
-    Engine::new(
-        inv,
-        INVENTORY.into(),
-        Sources::embedded(),
-        hosts,
-        Arc::new(Seen::default()),
-    )
+    Engine::new(inv, INVENTORY.into(), Sources::embedded(), hosts, seen)
 }
 
 fn step(id: &str, host: &str, action: serde_json::Value) -> Step {
@@ -161,6 +160,55 @@ async fn stopping_a_new_node_again_finds_nothing_to_stop() {
         .await
         .expect("nothing to stop is no error");
     assert_eq!(undone, 0);
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// A new node whose containers were created and then started is stopped once in a rollback,
+/// by the first of the two steps (each would stop it alone when the run stopped after it).
+#[tokio::test]
+async fn a_created_and_started_new_node_is_stopped_once() {
+    let root = scratch("down-once");
+    let seen = Arc::new(Seen::default());
+    let e = engine_seen(&root, seen.clone());
+    std::fs::create_dir_all(root.join("node2/wukongim")).unwrap();
+    let create = step(
+        "node-create@node2",
+        "node2",
+        json!({"kind": "compose_create", "dir": "~/wukongim", "command": {"run": "cd ~/wukongim && docker compose up --no-start", "sudo": false}}),
+    );
+    let up = step(
+        "node-up@node2",
+        "node2",
+        json!({"kind": "compose_up", "dir": "~/wukongim", "services": [], "command": {"run": "cd ~/wukongim && docker compose up -d", "sudo": false}}),
+    );
+    let p = plan(vec![create.clone(), up.clone()]);
+    let started = |id: &str| json!({"type": "step_started", "step": id, "host": "node2"});
+    let cases = [
+        (vec![started("node-create@node2")], 1, "created only"),
+        (
+            vec![started("node-create@node2"), started("node-up@node2")],
+            1,
+            "created and started",
+        ),
+        (vec![], 0, "neither started"),
+    ];
+    for (lines, want, case) in cases {
+        seen.0.lock().unwrap().clear();
+        let u = undo_of(&e, &root, &p, &lines, true);
+        for s in [&create, &up] {
+            kind::<LocalRemote>(&s.action).stop(&u, s).await.unwrap();
+        }
+        let downs = seen
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(
+                |ev| matches!(ev, Event::StepCommand { command, .. } if command.ends_with(" down")),
+            )
+            .count();
+        assert_eq!(downs, want, "{case}");
+    }
     std::fs::remove_dir_all(&root).unwrap();
 }
 

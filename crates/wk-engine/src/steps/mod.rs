@@ -24,6 +24,7 @@ pub(crate) const COMPOSE_TIMEOUT: std::time::Duration = std::time::Duration::fro
 
 mod command;
 pub(crate) mod compose;
+mod compose_create;
 mod compose_env;
 mod compose_service;
 pub(crate) mod compose_up;
@@ -244,6 +245,10 @@ macro_rules! with_kind {
                 };
                 $body
             }
+            Action::ComposeCreate { dir, command } => {
+                let $k = compose_create::ComposeCreate { dir, command };
+                $body
+            }
             Action::ComposeSignal {
                 dir,
                 service,
@@ -436,7 +441,7 @@ impl<R: Remote + 'static> Undo<'_, R> {
         }
     }
 
-    /// `[sudo] COMPOSE` for a host: its compose program (found as it is called: under the
+    /// `[sudo] flock . COMPOSE` for a host: its compose program (found as it is called: under the
     /// host's sudo when it has one), and its sudo mode's prefix as plans show it.
     pub async fn compose_of(&self, host: &str) -> Result<String, EngineError> {
         let sudo = self.e.sudo_mode(host);
@@ -445,7 +450,11 @@ impl<R: Remote + 'static> Undo<'_, R> {
             sudo != wk_plan::inventory::SudoMode::None,
         )
         .await;
-        Ok(format!("{}{prog}", wk_plan::plan::sudo_prefix(sudo)))
+        // Under the project's lock, as the plan's compose commands are.
+        Ok(format!(
+            "{}flock . {prog}",
+            wk_plan::plan::sudo_prefix(sudo)
+        ))
     }
 
     /// Runs a compose command built by [`Undo::compose_of`]; the remote feeds sudo its password.
@@ -486,6 +495,23 @@ pub(crate) fn started_new_nodes(plan: &Plan, lines: &[Value]) -> BTreeSet<String
         .iter()
         .filter(|s| started.contains(&(s.id.as_str(), s.host.as_str())))
         .filter(|s| shape(&s.action).starts_new_node(s, plan))
+        .map(|s| s.host.clone())
+        .collect()
+}
+
+/// New nodes whose WuKongIM the run began to start (`compose_up` of a new node journaled as
+/// started): only they can have joined.
+pub(crate) fn ran_new_nodes(plan: &Plan, lines: &[Value]) -> BTreeSet<String> {
+    let begun = started_new_nodes(plan, lines);
+    let started: BTreeSet<(&str, &str)> = lines
+        .iter()
+        .filter(|l| l["type"] == "step_started")
+        .filter_map(|l| Some((l["step"].as_str()?, l["host"].as_str()?)))
+        .collect();
+    plan.steps
+        .iter()
+        .filter(|s| matches!(s.action, Action::ComposeUp { .. }) && begun.contains(&s.host))
+        .filter(|s| started.contains(&(s.id.as_str(), s.host.as_str())))
         .map(|s| s.host.clone())
         .collect()
 }

@@ -38,7 +38,7 @@ impl<R: Remote + 'static> Kind<R> for WaitHealth<'_> {
             let (h, p) = split_addr(address);
             let t = Instant::now();
             let mut last = String::new();
-            let mut poll = crate::poll::Poll::up_to(Duration::from_millis(500));
+            let mut poll = crate::poll::Poll::up_to(crate::poll::API);
             while t.elapsed() < Duration::from_secs(timeout_secs) {
                 let answer = match cx.r.tunnel(&h, p).await {
                     Ok(tunnel) => Some(

@@ -82,8 +82,16 @@ impl WaitJoined {
         let mut answered = 0;
         let mut silent: Vec<u64> = m.unreachable.clone();
         let mut offline: BTreeSet<u64> = BTreeSet::new();
-        for (_, id, api) in &m.apis {
-            match api.simple_nodes().await {
+        // Every member at once: a round takes the slowest answer, not their sum.
+        let lists = crate::engine::all(
+            m.apis
+                .iter()
+                .map(|(_, _, api)| api.simple_nodes())
+                .collect(),
+        )
+        .await;
+        for ((_, id, _), answer) in m.apis.iter().zip(lists) {
+            match answer {
                 Ok(list) => {
                     answered += 1;
                     offline.extend(list.iter().filter(|n| n.online != 1).map(|n| n.id));
@@ -148,7 +156,7 @@ impl WaitJoined {
         let start = Instant::now();
         let mut last_status = 0u8;
         let mut polls = 0;
-        let mut poll = crate::poll::Poll::up_to(Duration::from_millis(500));
+        let mut poll = crate::poll::Poll::up_to(crate::poll::API);
         // The node's build, compared once it tells it (its /health answered already).
         let mut build_checked = cx.run.version.is_none();
         loop {
