@@ -17,7 +17,7 @@ use wk_remote::shell::{self, Replace};
 use wk_remote::{ExecRequest, Remote, RemoteError};
 
 /// `docker inspect`'s format: one line per container, `|` between fields.
-const INSPECT_FORMAT: &str = "{{.Id}}|{{index .Config.Labels \"com.docker.compose.service\"}}|{{.State.Status}}|{{if index .State \"Health\"}}{{.State.Health.Status}}{{end}}|{{.RestartCount}}|{{.Config.Image}}|{{index .Config.Labels \"com.docker.compose.project.working_dir\"}}";
+const INSPECT_FORMAT: &str = "{{.Id}}|{{index .Config.Labels \"com.docker.compose.service\"}}|{{.State.Status}}|{{if index .State \"Health\"}}{{.State.Health.Status}}{{end}}|{{.RestartCount}}|{{.Config.Image}}|{{index .Config.Labels \"com.docker.compose.project.working_dir\"}}|{{.Name}}";
 
 /// One container of a compose project.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +30,8 @@ pub struct Container {
     pub health: String,
     pub restarts: u32,
     pub image: String,
+    /// Docker's name for it, without the leading `/` (empty in a look that did not ask).
+    pub name: String,
 }
 
 /// The containers of one compose project, as Docker reports them.
@@ -48,7 +50,10 @@ impl Services {
         let mut out = Vec::new();
         for line in text.lines() {
             let f: Vec<&str> = line.trim().split('|').collect();
-            if f.len() != 7 || f[0].len() < 12 || !f[0].chars().all(|c| c.is_ascii_hexdigit()) {
+            if !(7..=8).contains(&f.len())
+                || f[0].len() < 12
+                || !f[0].chars().all(|c| c.is_ascii_hexdigit())
+            {
                 continue;
             }
             if !dirs.contains(&f[6].trim_end_matches('/')) {
@@ -61,6 +66,10 @@ impl Services {
                 health: f[3].to_string(),
                 restarts: f[4].parse().unwrap_or(0),
                 image: f[5].to_string(),
+                name: f
+                    .get(7)
+                    .map_or("", |n| n.trim_start_matches('/'))
+                    .to_string(),
             });
         }
         out.sort_by(|a, b| a.service.cmp(&b.service));
@@ -115,6 +124,18 @@ impl Services {
             })
     }
 
+    /// What a recreate that was cut left behind: a container not running under the name
+    /// compose gives a container for the time of a recreate, `<first 12 hex of an id>_<its
+    /// name>` (v2: the new container, created under it, renamed once the old one is gone; v1:
+    /// the old one, renamed before the new one is created). The next `up -d` trips on it: v2
+    /// removes it as a surplus while it creates the same name again ("already in use").
+    pub fn leftovers(&self) -> Vec<&Container> {
+        self.0
+            .iter()
+            .filter(|c| c.status != "running" && recreate_name(&c.name).is_some())
+            .collect()
+    }
+
     /// `service: state (health), …` for messages.
     pub fn describe(&self) -> String {
         if self.0.is_empty() {
@@ -135,6 +156,52 @@ impl Services {
             .collect::<Vec<_>>()
             .join("; ")
     }
+}
+
+/// The name a recreate's temporary name stands for (`3e98f86549f5_wukongim-wukongim-1` →
+/// `wukongim-wukongim-1`).
+fn recreate_name(name: &str) -> Option<&str> {
+    let (id, rest) = name.split_once('_')?;
+    (id.len() == 12 && id.bytes().all(|b| b.is_ascii_hexdigit()) && !rest.is_empty())
+        .then_some(rest)
+}
+
+/// The part of a script (for [`in_dir`]) that ends a recreate compose left half done in the
+/// project in `$1`, under the project's lock (`flock .`) as compose calls run: each container
+/// of the project that does not run and bears a recreate's temporary name is removed when a
+/// container has the name it stands for (a container that never ran, or the one it replaced),
+/// else gets that name back (compose then starts or recreates it). It prints one line per
+/// container it changed; nothing runs or stops.
+pub fn finish_recreate_part() -> String {
+    let fix = format!(
+        r#"ids=$(docker ps -a -q --no-trunc --filter label=com.docker.compose.project.working_dir --filter label=com.docker.compose.oneoff=False) || exit 1
+[ -n "$ids" ] || exit 0
+here=$(pwd); real=$(pwd -P)
+docker inspect --format {} $ids | while IFS='|' read -r id name status wd; do
+  [ "$wd" = "$here" ] || [ "$wd" = "$real" ] || [ "$wd" = "$here/" ] || continue
+  [ "$status" = running ] && continue
+  name=${{name#/}}; want=${{name#*_}}
+  case "${{name%%_*}}" in ????????????) ;; *) continue ;; esac
+  case "${{name%%_*}}" in *[!0-9a-f]*) continue ;; esac
+  [ -n "$want" ] && [ "$want" != "$name" ] || continue
+  if [ -n "$(docker ps -a -q --filter "name=^/$want\$")" ]; then
+    docker rm "$id" >/dev/null || exit 1; echo "removed $name ($status), left by a cut recreate of $want"
+  else
+    docker rename "$id" "$want" || exit 1; echo "renamed $name ($status) back to $want"
+  fi
+done"#,
+        shell::quote("{{.Id}}|{{.Name}}|{{.State.Status}}|{{index .Config.Labels \"com.docker.compose.project.working_dir\"}}")
+    );
+    format!(
+        "[ -n \"$1\" ] && cd \"$1\" || exit 0\nexec flock . sh -c {}",
+        shell::quote(&fix)
+    )
+}
+
+/// The script that ends a half-done recreate in `dir` ([`finish_recreate_part`]), run as the
+/// plan's compose commands run.
+pub fn finish_recreate_script(dir: &str, prefix: &str) -> String {
+    in_dir(dir, prefix, &finish_recreate_part())
 }
 
 /// A script that runs `inner` through the plan's sudo prefix (`sudo -n `, `sudo -k -S -p '' `,
@@ -280,6 +347,7 @@ mod tests {
             health: String::new(),
             restarts,
             image: "i".into(),
+            name: String::new(),
         };
         let before = Services(vec![c("a", "running", 2), c("b", "exited", 0)]);
         let first = |now: Vec<Container>| before.first_runs(&Services(now));
@@ -370,6 +438,100 @@ mod tests {
 
     fn sh_words(s: &str) -> String {
         s.split_whitespace().collect::<Vec<_>>().join(" ")
+    }
+
+    /// The script that ends a cut recreate runs for real under sh, against a `docker` of ours
+    /// that keeps its containers in a file (`id|/name|state|project dir`): in the project, a
+    /// temporary name that does not run goes when its name is taken, else gets its name back;
+    /// a running one, another project's, and the usual names stay as they are.
+    #[test]
+    fn a_cut_recreate_is_ended_under_the_lock() {
+        let root = std::env::temp_dir().join(format!("wk-finish-{}", std::process::id()));
+        let (bin, proj) = (root.join("bin"), root.join("proj"));
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::create_dir_all(&proj).unwrap();
+        let db = root.join("containers");
+        let p = proj.display().to_string();
+        std::fs::write(
+            &db,
+            format!(
+                "aaaaaaaaaaaa01|/3e98f86549f5_wk-wukongim-1|created|{p}\n\
+                 3e98f86549f502|/wk-wukongim-1|exited|{p}\n\
+                 bbbbbbbbbbbb03|/0123456789ab_wk-nginx-1|created|{p}\n\
+                 cccccccccccc04|/abcdefabcdef_wk-prometheus-1|running|{p}\n\
+                 dddddddddddd05|/3e98f86549f5_other-wukongim-1|created|/elsewhere\n\
+                 eeeeeeeeeeee06|/3e98f86549f5_wk-demo-1|created|/elsewhere\n"
+            ),
+        )
+        .unwrap();
+        let fake = format!(
+            r#"#!/bin/sh
+db={db}
+echo "$*" >> {db}.calls
+case "$1 $2" in
+  "ps -a")
+    case "$*" in
+      *name=*) n=${{*##*name=^/}}; n=${{n%\$}}; grep "|/$n|" $db | cut -d'|' -f1 ;;
+      *) cut -d'|' -f1 $db ;;
+    esac ;;
+  "inspect --format") shift 3; for i in "$@"; do grep "^$i|" $db; done ;;
+  "rm "*) grep -v "^$2|" $db > $db.new; mv $db.new $db ;;
+  "rename "*) sed -i "s#^$2|/[^|]*|#$2|/$3|#" $db ;;
+esac
+"#,
+            db = db.display()
+        );
+        let docker = bin.join("docker");
+        std::fs::write(&docker, fake).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&docker, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(finish_recreate_script(&p, ""))
+            .env("PATH", &path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            said.lines().collect::<Vec<_>>(),
+            [
+                "removed 3e98f86549f5_wk-wukongim-1 (created), left by a cut recreate of wk-wukongim-1",
+                "renamed 0123456789ab_wk-nginx-1 (created) back to wk-nginx-1",
+            ],
+            "{said}"
+        );
+        let left = std::fs::read_to_string(&db).unwrap();
+        assert_eq!(
+            left,
+            format!(
+                "3e98f86549f502|/wk-wukongim-1|exited|{p}\n\
+                 bbbbbbbbbbbb03|/wk-nginx-1|created|{p}\n\
+                 cccccccccccc04|/abcdefabcdef_wk-prometheus-1|running|{p}\n\
+                 dddddddddddd05|/3e98f86549f5_other-wukongim-1|created|/elsewhere\n\
+                 eeeeeeeeeeee06|/3e98f86549f5_wk-demo-1|created|/elsewhere\n"
+            )
+        );
+        // The look that triggers it sees the same: the two that do not run.
+        let look = Services::parse(&format!(
+            "dir={p}\npdir={p}\n{}",
+            left.lines()
+                .map(|l| {
+                    let f: Vec<&str> = l.split('|').collect();
+                    format!(
+                        "{}{}|s|{}||0|i|{}|{}\n",
+                        f[0],
+                        "0".repeat(50),
+                        f[2],
+                        f[3],
+                        f[1]
+                    )
+                })
+                .collect::<String>()
+        ));
+        assert!(look.leftovers().is_empty(), "{look:?}");
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     /// The scripts run for real under sh: a directory that is not there lists nothing.

@@ -60,6 +60,8 @@ pub struct Resume {
     pub changed: Vec<(String, String)>,
     /// New nodes whose WuKongIM the run started.
     pub started: Vec<String>,
+    /// The members' `compose_up` steps the run was cut inside of (see `expand::cut`).
+    pub cut: Vec<wk_plan::plan::Step>,
     /// The playbook file and templates directory the run read (`None`: built in).
     pub playbook: Option<PathBuf>,
     pub templates: Option<PathBuf>,

@@ -143,9 +143,11 @@ pub fn resume_state(dir: &Path) -> Result<crate::engine::Resume, EngineError> {
             ))
         })
         .collect();
-    let started = crate::steps::started_new_nodes(&read_plan(dir)?, &lines)
+    let steps = read_plan(dir)?;
+    let started = crate::steps::started_new_nodes(&steps, &lines)
         .into_iter()
         .collect();
+    let cut = crate::steps::cut_member_ups(&steps, &lines);
     let recorded = |k: &str| {
         lines
             .first()
@@ -161,6 +163,7 @@ pub fn resume_state(dir: &Path) -> Result<crate::engine::Resume, EngineError> {
         plan,
         changed,
         started,
+        cut,
         playbook: recorded("playbook"),
         templates: recorded("templates"),
         allow_version_mix: lines

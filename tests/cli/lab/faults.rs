@@ -2,7 +2,9 @@
 //! middle and at its end, under four real faults: wkctl killed (SIGKILL), the step's host's link
 //! cut, the step's host's sshd killed (listener and sessions), the new node unable to reach the
 //! seed. The run is stopped at the point by the engine's test hook (`WKCTL_TEST_PAUSE`), the
-//! fault is done from outside by pid, link or route, and the run let go on. Then, for each case:
+//! fault is done from outside by pid, link or route, and the run let go on. One point no pause
+//! reaches is in it too: wkctl killed inside a member's `up -d`, once compose created the new
+//! container under its temporary name (`member-up:exec:sigkill`). Then, for each case:
 //!
 //! - `wkctl rollback` (with `--after-join` when the cluster counts node2 already, which it
 //!   must then refuse without): node1's files byte for byte as before, node2 without a file or
@@ -291,6 +293,9 @@ impl<'a> Lane<'a> {
     /// A run stopped at the case's point, the fault done, the run let go on; its exit code and
     /// output. Links and sshd are back when this returns; a blocked seed stays blocked.
     fn faulty_run(&self, c: &Case) -> Result<(Option<i32>, String), String> {
+        if c.point == "exec" {
+            return self.killed_in_recreate(c);
+        }
         let (mut child, pause) = self.paused_run(&format!("{}:{}", c.step, c.point))?;
         let host = self
             .lab
@@ -342,6 +347,95 @@ impl<'a> Lane<'a> {
                 text(&out.stderr)
             ));
         }
+        Ok((
+            out.status.code(),
+            format!("{}{}", text(&out.stdout), text(&out.stderr)),
+        ))
+    }
+
+    /// wkctl killed (SIGKILL) inside a member's `up -d`, at the moment compose created the
+    /// new container under its temporary name (Docker's event stream tells), before it removed
+    /// the old one and gave the new one its name. The SSH session's compose ends with it (its
+    /// output has nowhere to go) or finishes; which one, it says.
+    fn killed_in_recreate(&self, c: &Case) -> Result<(Option<i32>, String), String> {
+        let host = self
+            .lab
+            .host(if c.host == "node1" { &self.a } else { &self.b });
+        let mut events = Command::new("/usr/bin/docker");
+        events
+            .args([
+                "events",
+                "--filter",
+                "type=container",
+                "--filter",
+                "event=create",
+                "--format",
+                "{{.Actor.Attributes.name}}",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        for (k, v) in wk_lab::docker::session_env(host) {
+            events.env(k, v);
+        }
+        let mut events = events.spawn().unwrap();
+        let lines = std::io::BufReader::new(events.stdout.take().unwrap());
+        let run = Command::new(env!("CARGO_BIN_EXE_wkctl"))
+            .args([
+                "expand",
+                "--add",
+                "node2",
+                "--playbook",
+                "faults.yml",
+                "--yes",
+            ])
+            .current_dir(&self.dir)
+            .env_remove("SSH_AUTH_SOCK")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = run.id().to_string();
+        let seen = std::thread::scope(|s| {
+            let watch = s.spawn(move || {
+                use std::io::BufRead;
+                for line in lines.lines().map_while(Result::ok) {
+                    let tmp = line.split_once('_').is_some_and(|(id, _)| {
+                        id.len() == 12 && id.bytes().all(|b| b.is_ascii_hexdigit())
+                    });
+                    if tmp {
+                        let _ = Command::new("kill").args(["-KILL", &pid]).status();
+                        return Some(line);
+                    }
+                }
+                None
+            });
+            let out = run.wait_with_output().unwrap();
+            // The run is over (killed or not): the watcher goes (our child, by its pid).
+            let _ = Command::new("kill")
+                .args(["-TERM", &events.id().to_string()])
+                .status();
+            let _ = events.wait();
+            (watch.join().unwrap(), out)
+        });
+        let (name, out) = seen;
+        let Some(name) = name else {
+            return Err(format!(
+                "the run ended without a recreate of {} on {}: {}{}",
+                c.step,
+                host.name,
+                text(&out.stdout),
+                text(&out.stderr)
+            ));
+        };
+        std::thread::sleep(Duration::from_millis(500));
+        let left = wk_lab::docker::docker(host, &["ps", "-a", "--format", "{{.Names}} {{.State}}"])
+            .unwrap_or_default();
+        eprintln!(
+            "  {}: killed once {name} was created; {} left: {}",
+            c.name(),
+            host.name,
+            left.split_whitespace().collect::<Vec<_>>().join(" ")
+        );
         Ok((
             out.status.code(),
             format!("{}{}", text(&out.stdout), text(&out.stderr)),
@@ -447,7 +541,8 @@ impl<'a> Lane<'a> {
         // preflight refuses an unhealthy cluster, as it should; an operator waits for it.
         let (code, out) = self.faulty_run(c)?;
         self.heal();
-        if until(30, || self.node1_works().then_some(())).is_none() {
+        // A member killed inside its recreate stays down until the resume brings it back.
+        if c.point != "exec" && until(30, || self.node1_works().then_some(())).is_none() {
             return Err("node1's cluster does not work 30 s after the fault was healed".into());
         }
         let how = if code == Some(0) {
@@ -462,6 +557,12 @@ impl<'a> Lane<'a> {
             if rc != Some(0) {
                 return Err(format!(
                     "resume: exit {rc:?}: {rout}\n(the faulty run: exit {code:?}: {out})"
+                ));
+            }
+            // The kill left the member down: the resume said it started it again.
+            if c.point == "exec" && !rout.contains("its services run again") {
+                return Err(format!(
+                    "resume did not tell it started node1 again: {rout}"
                 ));
             }
             "resumed"
@@ -567,6 +668,18 @@ fn fault_matrix_resume_and_rollback() {
                 }
             }
         }
+        // Inside the exec of a member's recreate: the one point a pause cannot reach.
+        let c = Case {
+            step: step.clone(),
+            host: host.clone(),
+            point: "exec",
+            fault: "sigkill",
+        };
+        if step.starts_with("member-up")
+            && (only.is_empty() || only.iter().any(|w| c.name().contains(w.as_str())))
+        {
+            queue.push_back(c);
+        }
     }
     let total = queue.len();
     let queue = Mutex::new(queue);
@@ -600,7 +713,7 @@ fn fault_matrix_resume_and_rollback() {
         .collect();
     let secs = started.elapsed().as_secs();
     eprintln!(
-        "fault matrix: {} steps x {} points x {} faults = {total} cases, {} passed, {} failed, {} s on {LANES} lanes",
+        "fault matrix: {} steps x {} points x {} faults (and a kill inside each member's recreate) = {total} cases, {} passed, {} failed, {} s on {LANES} lanes",
         steps.len(),
         POINTS.len(),
         FAULTS.len(),

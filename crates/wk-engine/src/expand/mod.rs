@@ -15,6 +15,7 @@ use crate::events::{Answer, Event, Summary};
 use crate::facts::{HostState, Probe};
 use crate::saved::SavedPlan;
 
+mod cut;
 mod gather;
 mod members;
 mod preflight;
@@ -191,6 +192,11 @@ impl<R: Remote + 'static> Engine<R> {
         let scope = self.scope(opts)?;
         let probe = self.choose_seed(opts, &scope).await?;
         let mut known = self.gather(opts, &scope, probe).await?;
+        // A resume, once the lock said the run is ours: what its cut compose calls left first.
+        if self.restart_cut(opts).await? {
+            let probe = self.choose_seed(opts, &scope).await?;
+            known = self.gather(opts, &scope, probe).await?;
+        }
         self.members(&scope, &mut known).await?;
         let planned = self.preflight(opts, &scope, known).await?;
         if opts.check_only {

@@ -85,6 +85,38 @@ impl<R: Remote + 'static> Cx<'_, R> {
         Ok(Services::parse(&out.stdout_str()))
     }
 
+    /// Ends a recreate that a cut run (or compose call) left half done in `dir`, when `look`
+    /// shows what it leaves ([`Services::leftovers`]; compose's next `up -d` would fail on it):
+    /// under the project's lock, its temporary container goes, or gets its name back. What it
+    /// did, for the step's note; nothing when there was nothing to end.
+    pub async fn finish_recreate(
+        &self,
+        dir: &str,
+        look: &Services,
+    ) -> Result<Option<String>, EngineError> {
+        if look.leftovers().is_empty() {
+            return Ok(None);
+        }
+        self.forget_looks();
+        let (prefix, _) = self.compose_parts()?;
+        let out = self
+            .r
+            .exec(
+                ExecRequest::new(docker::finish_recreate_script(dir, &prefix))
+                    .sudo_inside(self.sudo())
+                    .timeout(Duration::from_secs(60)),
+            )
+            .await
+            .map_err(|e| step_err(self.step, e))?;
+        self.succeeded(
+            &out,
+            &format!("cannot end the recreate a cut compose call left half done in {dir} (`docker ps -a` there shows it)"),
+            true,
+        )?;
+        let did: Vec<String> = out.stdout_str().lines().map(str::to_string).collect();
+        Ok((!did.is_empty()).then(|| did.join("; ")))
+    }
+
     /// What the project's containers are doing: the last look at them in this run, when
     /// nothing of ours has run on the host since (taken moments ago, it still holds: a dry run
     /// looks once per project), else a new one, kept for the next step.

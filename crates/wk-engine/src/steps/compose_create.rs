@@ -29,6 +29,7 @@ impl ComposeCreate<'_> {
         if cx.run.dry {
             return Ok(cx.would(self.command, "would create its containers"));
         }
+        let fixed = cx.finish_recreate(dir, &before).await?;
         cx.exec(self.command).await?;
         pause::at(step, Point::Middle).await;
         let look = cx.compose_state(dir).await?;
@@ -41,7 +42,10 @@ impl ComposeCreate<'_> {
                 ),
             ));
         }
-        let note = format!("created: {}", look.describe());
+        let mut note = format!("created: {}", look.describe());
+        if let Some(f) = fixed {
+            note.push_str(&format!(" (first ended a cut recreate: {f})"));
+        }
         // The node's start begins from this look: nothing of ours runs there in between.
         cx.keep_look(dir, look);
         Ok(Done::Changed(note))
@@ -55,7 +59,7 @@ impl Shape for ComposeCreate<'_> {
     }
 
     fn starts_new_node(&self, step: &Step, plan: &Plan) -> bool {
-        plan.adding.iter().any(|a| a.name == step.host)
+        super::on_new_node(step, plan)
     }
 }
 

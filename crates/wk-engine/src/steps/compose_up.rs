@@ -148,7 +148,11 @@ impl ComposeUp<'_> {
             }
         }
         if cx.run.dry {
-            return Ok(cx.would(&command, "would (re)start"));
+            let first = match s.state.leftovers().len() {
+                0 => String::new(),
+                n => format!("; would first end the recreate a cut compose call left half done ({n} container(s) under a temporary name)"),
+            };
+            return Ok(cx.would(&command, format!("would (re)start{first}")));
         }
         // nginx reads its file only when it starts or reloads: a running nginx whose file
         // changed checks it, then reloads (after `up -d`, which recreates it only when its
@@ -165,7 +169,9 @@ impl ComposeUp<'_> {
             }
         }
         let reload_only = s.nginx && s.conf_changed && s.all_running && !s.compose_file_changed;
+        let mut fixed = None;
         if !reload_only {
+            fixed = cx.finish_recreate(dir, &s.state).await?;
             cx.exec(&command).await?;
         }
         if reload {
@@ -192,6 +198,10 @@ impl ComposeUp<'_> {
                     s.names.join(", ")
                 }
             )
+        };
+        let done = match fixed {
+            Some(f) => format!("{done} (first ended a cut recreate: {f})"),
+            None => done,
         };
         Ok(Done::Changed(match left {
             Some(note) => format!("{done}; its WuKongIM is {note}"),
@@ -405,6 +415,7 @@ pub(crate) async fn restart_restored<R: Remote + 'static>(
         }
         return Ok(());
     }
+    u.finish_recreate(host, &node.install_dir).await?;
     u.run_compose(host, up).await?;
     let _ = u.run_compose(host, reload).await;
     let _ = u.run_compose(host, reload_nginx).await;
@@ -414,7 +425,7 @@ pub(crate) async fn restart_restored<R: Remote + 'static>(
 
 impl Shape for ComposeUp<'_> {
     fn starts_new_node(&self, step: &Step, plan: &Plan) -> bool {
-        plan.adding.iter().any(|a| a.name == step.host)
+        super::on_new_node(step, plan)
     }
 }
 

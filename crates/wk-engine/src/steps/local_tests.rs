@@ -164,7 +164,8 @@ async fn stopping_a_new_node_again_finds_nothing_to_stop() {
 }
 
 /// A new node whose containers were created and then started is stopped once in a rollback,
-/// by the first of the two steps (each would stop it alone when the run stopped after it).
+/// by the first of the two steps (each would stop it alone when the run stopped after it);
+/// only a node whose start began counts as one that may have joined.
 #[tokio::test]
 async fn a_created_and_started_new_node_is_stopped_once() {
     let root = scratch("down-once");
@@ -209,6 +210,19 @@ async fn a_created_and_started_new_node_is_stopped_once() {
             .count();
         assert_eq!(downs, want, "{case}");
     }
+    // Only a started node can have joined: a rollback asks the cluster about no other.
+    let created = [started("node-create@node2")];
+    assert!(
+        super::ran_new_nodes(&p, &created).is_empty(),
+        "created only"
+    );
+    let both = [started("node-create@node2"), started("node-up@node2")];
+    assert_eq!(
+        super::ran_new_nodes(&p, &both)
+            .into_iter()
+            .collect::<Vec<_>>(),
+        ["node2"]
+    );
     std::fs::remove_dir_all(&root).unwrap();
 }
 

@@ -457,6 +457,27 @@ impl<R: Remote + 'static> Undo<'_, R> {
         ))
     }
 
+    /// Ends a recreate a cut compose call left half done in a host's `dir` (as
+    /// [`Cx::finish_recreate`] does), before its services come up again.
+    pub async fn finish_recreate(&self, host: &str, dir: &str) -> Result<(), EngineError> {
+        let sudo = self.e.sudo_mode(host);
+        let script = crate::docker::finish_recreate_script(dir, wk_plan::plan::sudo_prefix(sudo));
+        let out = self
+            .e
+            .remote(host)?
+            .run(
+                wk_remote::ExecRequest::new(script)
+                    .sudo_inside(sudo != wk_plan::inventory::SudoMode::None)
+                    .timeout(COMPOSE_TIMEOUT),
+            )
+            .await
+            .map_err(crate::error::host_err)?;
+        for line in out.stdout_str().lines() {
+            self.done(host, line);
+        }
+        Ok(())
+    }
+
     /// Runs a compose command built by [`Undo::compose_of`]; the remote feeds sudo its password.
     pub async fn run_compose(&self, host: &str, cmd: String) -> Result<(), EngineError> {
         let sudo = self.e.sudo_mode(host) != wk_plan::inventory::SudoMode::None;
@@ -483,9 +504,9 @@ impl<R: Remote + 'static> Engine<R> {
     }
 }
 
-/// The new nodes whose WuKongIM a run started (or began to: a start that was cut may have
-/// started it too), from its journal's `step_started` lines.
-pub(crate) fn started_new_nodes(plan: &Plan, lines: &[Value]) -> BTreeSet<String> {
+/// The plan's steps on new nodes that create or start their services, which the journal says
+/// began (a step that was cut may have done its work all the same).
+fn new_node_steps_begun<'p>(plan: &'p Plan, lines: &[Value]) -> Vec<&'p Step> {
     let started: BTreeSet<(&str, &str)> = lines
         .iter()
         .filter(|l| l["type"] == "step_started")
@@ -495,25 +516,58 @@ pub(crate) fn started_new_nodes(plan: &Plan, lines: &[Value]) -> BTreeSet<String
         .iter()
         .filter(|s| started.contains(&(s.id.as_str(), s.host.as_str())))
         .filter(|s| shape(&s.action).starts_new_node(s, plan))
+        .collect()
+}
+
+/// The new nodes whose services a run created or started (or began to), from its journal's
+/// `step_started` lines: a rollback stops them, a resume accepts what they hold.
+pub(crate) fn started_new_nodes(plan: &Plan, lines: &[Value]) -> BTreeSet<String> {
+    new_node_steps_begun(plan, lines)
+        .into_iter()
         .map(|s| s.host.clone())
         .collect()
 }
 
-/// New nodes whose WuKongIM the run began to start (`compose_up` of a new node journaled as
-/// started): only they can have joined.
+/// Of those, the nodes whose WuKongIM the run began to start (`compose_up`; a container only
+/// created never ran): only they can have joined.
 pub(crate) fn ran_new_nodes(plan: &Plan, lines: &[Value]) -> BTreeSet<String> {
-    let begun = started_new_nodes(plan, lines);
-    let started: BTreeSet<(&str, &str)> = lines
-        .iter()
-        .filter(|l| l["type"] == "step_started")
-        .filter_map(|l| Some((l["step"].as_str()?, l["host"].as_str()?)))
-        .collect();
-    plan.steps
-        .iter()
-        .filter(|s| matches!(s.action, Action::ComposeUp { .. }) && begun.contains(&s.host))
-        .filter(|s| started.contains(&(s.id.as_str(), s.host.as_str())))
+    new_node_steps_begun(plan, lines)
+        .into_iter()
+        .filter(|s| matches!(s.action, Action::ComposeUp { .. }))
         .map(|s| s.host.clone())
         .collect()
+}
+
+/// The members' `compose_up` steps a run began and never ended (no `ok`, `verified` or `failed`
+/// line after their last `step_started`): a run killed inside one may have left the member's
+/// WuKongIM stopped, or its recreate half done, which a resume sets right before its checks.
+pub(crate) fn cut_member_ups(plan: &Plan, lines: &[Value]) -> Vec<Step> {
+    let mut open: BTreeSet<(&str, &str)> = BTreeSet::new();
+    for l in lines {
+        let (Some(step), Some(host)) = (l["step"].as_str(), l["host"].as_str()) else {
+            continue;
+        };
+        match l["type"].as_str() {
+            Some("step_started") => {
+                open.insert((step, host));
+            }
+            Some("ok" | "verified" | "failed") => {
+                open.remove(&(step, host));
+            }
+            _ => {}
+        }
+    }
+    plan.steps
+        .iter()
+        .filter(|s| open.contains(&(s.id.as_str(), s.host.as_str())))
+        .filter(|s| matches!(s.action, Action::ComposeUp { .. }) && !on_new_node(s, plan))
+        .cloned()
+        .collect()
+}
+
+/// Whether a step runs on one of the nodes the plan adds.
+pub(crate) fn on_new_node(step: &Step, plan: &Plan) -> bool {
+    plan.adding.iter().any(|a| a.name == step.host)
 }
 
 #[cfg(test)]
@@ -687,5 +741,36 @@ mod tests {
             Vec::<String>::new()
         );
         assert_eq!(started(&[("node-up@n2", "n2")]), vec!["n2".to_string()]);
+        // A member's compose_up is cut when its last start has no end after it; a new node's
+        // never counts (a rollback or the resumed step takes it as it is).
+        let cut = |lines: &[(&str, &str)]| {
+            let lines: Vec<serde_json::Value> = lines
+                .iter()
+                .map(|(t, s)| json!({"type": t, "step": s, "host": s.split('@').nth(1)}))
+                .collect();
+            super::cut_member_ups(&plan, &lines)
+                .into_iter()
+                .map(|s| s.id)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            cut(&[
+                ("step_started", "member-up@n1"),
+                ("step_started", "node-up@n2")
+            ]),
+            vec!["member-up@n1".to_string()]
+        );
+        for end in ["ok", "verified", "failed"] {
+            assert!(cut(&[("step_started", "member-up@n1"), (end, "member-up@n1")]).is_empty());
+        }
+        assert_eq!(
+            cut(&[
+                ("step_started", "member-up@n1"),
+                ("verified", "member-up@n1"),
+                ("step_started", "member-up@n1"),
+            ]),
+            vec!["member-up@n1".to_string()],
+            "a resume cut in the same step again"
+        );
     }
 }
