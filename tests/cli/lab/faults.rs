@@ -33,7 +33,18 @@ const FIRST_HOST: usize = 16;
 const POINTS: [&str; 3] = ["start", "middle", "end"];
 const FAULTS: [&str; 4] = ["sigkill", "link", "sshd", "seed"];
 
+/// The run every case interrupts.
+const EXPAND: &[&str] = &[
+    "expand",
+    "--add",
+    "node2",
+    "--playbook",
+    "faults.yml",
+    "--yes",
+];
+
 #[derive(Clone, Debug)]
+
 struct Case {
     step: String,
     host: String,
@@ -274,19 +285,7 @@ impl<'a> Lane<'a> {
     /// waits there (its child and the pause file), or what it said if it never got there.
     fn paused_run(&self, at: &str) -> Result<(std::process::Child, PathBuf), String> {
         let pause = self.dir.join("pause");
-        let child = paused(
-            &self.dir,
-            &[
-                "expand",
-                "--add",
-                "node2",
-                "--playbook",
-                "faults.yml",
-                "--yes",
-            ],
-            at,
-            &pause,
-        )?;
+        let child = paused(&self.dir, EXPAND, at, &pause)?;
         Ok((child, pause))
     }
 
@@ -380,14 +379,7 @@ impl<'a> Lane<'a> {
         let mut events = events.spawn().unwrap();
         let lines = std::io::BufReader::new(events.stdout.take().unwrap());
         let run = Command::new(env!("CARGO_BIN_EXE_wkctl"))
-            .args([
-                "expand",
-                "--add",
-                "node2",
-                "--playbook",
-                "faults.yml",
-                "--yes",
-            ])
+            .args(EXPAND)
             .current_dir(&self.dir)
             .env_remove("SSH_AUTH_SOCK")
             .stdout(std::process::Stdio::piped())

@@ -65,24 +65,38 @@ impl<R: Remote + 'static> Cx<'_, R> {
             .map_err(|e| step_err(self.step, e))
     }
 
-    /// What the project's containers are doing, read as the step's compose command runs.
-    pub async fn compose_state(&self, dir: &str) -> Result<Services, EngineError> {
+    /// Runs a script of `docker.rs` (made with the step's sudo prefix) as the step's compose
+    /// commands run; `what` names it when it fails.
+    async fn docker_script(
+        &self,
+        script: impl Fn(&str) -> String,
+        what: &str,
+        changes: bool,
+    ) -> Result<String, EngineError> {
         let (prefix, _) = self.compose_parts()?;
         let out = self
             .r
             .exec(
-                ExecRequest::new(docker::state_script(dir, &prefix))
+                ExecRequest::new(script(&prefix))
                     .sudo_inside(self.sudo())
                     .timeout(Duration::from_secs(60)),
             )
             .await
             .map_err(|e| step_err(self.step, e))?;
-        self.succeeded(
-            &out,
-            &format!("cannot read what compose runs in {dir}"),
-            false,
-        )?;
-        Ok(Services::parse(&out.stdout_str()))
+        self.succeeded(&out, what, changes)?;
+        Ok(out.stdout_str())
+    }
+
+    /// What the project's containers are doing, read as the step's compose command runs.
+    pub async fn compose_state(&self, dir: &str) -> Result<Services, EngineError> {
+        let out = self
+            .docker_script(
+                |prefix| docker::state_script(dir, prefix),
+                &format!("cannot read what compose runs in {dir}"),
+                false,
+            )
+            .await?;
+        Ok(Services::parse(&out))
     }
 
     /// Ends a recreate that a cut run (or compose call) left half done in `dir`, when `look`
@@ -98,22 +112,14 @@ impl<R: Remote + 'static> Cx<'_, R> {
             return Ok(None);
         }
         self.forget_looks();
-        let (prefix, _) = self.compose_parts()?;
         let out = self
-            .r
-            .exec(
-                ExecRequest::new(docker::finish_recreate_script(dir, &prefix))
-                    .sudo_inside(self.sudo())
-                    .timeout(Duration::from_secs(60)),
+            .docker_script(
+                |prefix| docker::finish_recreate_script(dir, prefix),
+                &format!("cannot end the recreate a cut compose call left half done in {dir} (`docker ps -a` there shows it)"),
+                true,
             )
-            .await
-            .map_err(|e| step_err(self.step, e))?;
-        self.succeeded(
-            &out,
-            &format!("cannot end the recreate a cut compose call left half done in {dir} (`docker ps -a` there shows it)"),
-            true,
-        )?;
-        let did: Vec<String> = out.stdout_str().lines().map(str::to_string).collect();
+            .await?;
+        let did: Vec<String> = out.lines().map(str::to_string).collect();
         Ok((!did.is_empty()).then(|| did.join("; ")))
     }
 
